@@ -1,0 +1,113 @@
+"""`arc-submit` command line. Exit codes: 0 ok, 1 invalid input or failed check, 2 usage error.
+
+Each subcommand is one `add_<name>` function (its parser) and one `cmd_<name>` function (its work), so a new
+subcommand is two functions and a line in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+
+from .tasks import EMBEDDED_DATASETS, TaskFormatError, load_solutions, load_tasks, read_json_file
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SOURCE_HELP = "a Kaggle *_challenges.json file or a dataset name: " + ", ".join(EMBEDDED_DATASETS)
+
+
+def _read_submission(path: str):
+    try:
+        return read_json_file(path)
+    except TaskFormatError as e:  # same wording as a bad challenges file, but it is the submission that is wrong
+        raise TaskFormatError(str(e).replace("download it again", "write it again")) from None
+
+
+def add_validate(sub):
+    p = sub.add_parser("validate", help="check a submission.json against the challenges (Kaggle's rules)")
+    p.add_argument("submission")
+    p.add_argument("--challenges", required=True, help=SOURCE_HELP)
+
+
+def cmd_validate(args) -> int:
+    from .submission import validate
+
+    tasks = load_tasks(args.challenges)
+    problems = validate(_read_submission(args.submission), tasks)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"INVALID: {len(problems)} problem(s) in {args.submission}")
+        return EXIT_FAILED
+    print(f"valid: {args.submission} has all {len(tasks)} tasks in the right shape")
+    return EXIT_OK
+
+
+def add_score(sub):
+    p = sub.add_parser("score", help="score a submission with the official metric and print a per-task table")
+    p.add_argument("submission")
+    p.add_argument("--solutions", required=True,
+                   help="a *_solutions.json file, or a dataset name: " + ", ".join(EMBEDDED_DATASETS))
+
+
+def cmd_score(args) -> int:
+    from .submission import score
+
+    report = score(_read_submission(args.submission), load_solutions(args.solutions))
+    print(report.table())
+    return EXIT_OK
+
+
+def add_tasks(sub):
+    p = sub.add_parser("tasks", help="summarise a dataset: task count, test inputs, grid sizes")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--skip-invalid", action="store_true", help="drop invalid tasks with a warning")
+
+
+def cmd_tasks(args) -> int:
+    tasks = load_tasks(args.source, skip_invalid=args.skip_invalid)
+    n_train = Counter(len(t.train) for t in tasks.values())
+    n_test = Counter(len(t.test) for t in tasks.values())
+    sides = [max(ex.input.shape) for t in tasks.values() for ex in (*t.train, *t.test)]
+    print(f"{args.source}: {len(tasks)} tasks, {sum(len(t.test) for t in tasks.values())} test inputs")
+    print("train examples per task: " + ", ".join(f"{k}: {v}" for k, v in sorted(n_train.items())))
+    print("test inputs per task:    " + ", ".join(f"{k}: {v}" for k, v in sorted(n_test.items())))
+    if sides:
+        buckets = Counter(min((s - 1) // 5, 5) for s in sides)
+        labels = ["1-5", "6-10", "11-15", "16-20", "21-25", "26-30"]
+        print("largest input side:      " + ", ".join(f"{labels[b]}: {buckets[b]}" for b in range(6)))
+    with_solutions = sum(t.has_solutions for t in tasks.values())
+    print(f"tasks with test solutions: {with_solutions}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "validate": (add_validate, cmd_validate),
+    "score": (add_score, cmd_score),
+    "tasks": (add_tasks, cmd_tasks),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arc-submit", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)  # exits with 2 on usage errors
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][1](args)
+    except TaskFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

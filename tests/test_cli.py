@@ -1,0 +1,64 @@
+"""The console script, run as a real subprocess (what a user types)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from arc_submit.tasks import write_challenges
+
+ARC2 = "arc-agi-2/evaluation"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "arc_submit.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def copy_input_submission(tmp_path_factory, arc2_eval):
+    path = tmp_path_factory.mktemp("cli") / "submission.json"
+    sub = {tid: [{"attempt_1": ex.input.tolist(), "attempt_2": [[0]]} for ex in t.test] for tid, t in arc2_eval.items()}
+    path.write_text(json.dumps(sub))
+    return path
+
+
+def test_score_prints_score_and_table(copy_input_submission, arc2_eval):
+    r = run("score", str(copy_input_submission), "--solutions", ARC2)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].split() == ["task", "solved", "tests", "score"]
+    assert len(lines) == len(arc2_eval) + 2
+    assert lines[-1].startswith("score 0.") and "over 120 tasks" in lines[-1]
+
+
+def test_validate_ok_and_invalid(copy_input_submission, tmp_path):
+    assert run("validate", str(copy_input_submission), "--challenges", ARC2).returncode == 0
+    bad = json.loads(copy_input_submission.read_text())
+    bad.pop(next(iter(bad)))
+    bad_path = tmp_path / "bad.json"
+    bad_path.write_text(json.dumps(bad))
+    r = run("validate", str(bad_path), "--challenges", ARC2)
+    assert r.returncode == 1 and "missing" in r.stdout and "INVALID: 1 problem" in r.stdout
+
+
+def test_corrupt_challenges_file_gives_a_message_not_a_traceback(tmp_path, arc2_sample, copy_input_submission):
+    path = tmp_path / "x_challenges.json"
+    write_challenges(arc2_sample, path)
+    raw = json.loads(path.read_text())
+    tid = list(raw)[3]
+    raw[tid]["test"][0]["input"][-1].pop()  # ragged: the last row is one cell short
+    path.write_text(json.dumps(raw))
+    r = run("validate", str(copy_input_submission), "--challenges", str(path))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and str(path) in r.stderr and f"task {tid}" in r.stderr and "ragged" in r.stderr
+    path.write_text(path.read_text()[:100])
+    r = run("tasks", str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "not valid JSON" in r.stderr
+
+
+def test_tasks_summary_and_usage_exit_code():
+    r = run("tasks", ARC2)
+    assert r.returncode == 0 and "120 tasks" in r.stdout and "tasks with test solutions: 120" in r.stdout
+    assert run("score").returncode == 2
+    assert run("frobnicate").returncode == 2

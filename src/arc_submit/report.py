@@ -1,0 +1,180 @@
+"""The run's report, next to submission.json: a per-task table and pictures a person would rather look at.
+
+- report.md / tasks.csv: per task: status, solver(s) of the chosen attempts, seconds, candidates, score if known
+- timeline.png: one row per worker, a bar per task (green done, red error/killed/timeout)
+- memory.png: host RSS per process tree and free RAM over time
+- tasks/<id>.png: a few tasks with their train pairs, test input, attempts and (if known) the answer
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on Kaggle or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from .fileio import write_bytes_atomic, write_text_atomic  # noqa: E402
+from .journal import TaskRecord  # noqa: E402
+from .select import Choice  # noqa: E402
+from .submission import ScoreReport  # noqa: E402
+from .tasks import Task  # noqa: E402
+
+# The palette ARC viewers use, so pictures look like the tasks people know.
+ARC_COLOURS = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B",
+               "#7FDBFF", "#870C25"]
+ARC_CMAP = ListedColormap(ARC_COLOURS)
+STATUS_COLOURS = {"done": "#2ECC40", "error": "#FF4136", "killed": "#B10DC9", "timeout": "#FF851B"}
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def task_rows(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord],
+              choices: Mapping[str, Sequence[Sequence[Choice]]], score: ScoreReport | None) -> list[dict]:
+    per_task_score = {t.task_id: t for t in score.tasks} if score else {}
+    rows = []
+    for task_id, task in tasks.items():
+        rec = records.get(task_id)
+        picked = choices.get(task_id, [])
+        solvers = sorted({s for per_test in picked for c in per_test for s in c.solvers})
+        n_cands = sum(c.count for cands in (rec.candidates.values() if rec else []) for c in cands)
+        ts = per_task_score.get(task_id)
+        rows.append({
+            "task_id": task_id,
+            "status": rec.status if rec else "pending",
+            "solvers": "+".join(solvers) or "fallback",
+            "seconds": round(rec.seconds, 1) if rec else 0.0,
+            "candidates": n_cands,
+            "tests": len(task.test),
+            "score": "" if ts is None else round(ts.fraction, 3),
+        })
+    return rows
+
+
+def write_table(rows: list[dict], out_dir: Path, summary_lines: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["task_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out_dir / "tasks.csv", buf.getvalue())
+    header = "| " + " | ".join(rows[0]) + " |" if rows else ""
+    lines = ["# arc_submit run report", "", *summary_lines, "", header,
+             "|" + "---|" * (len(rows[0]) if rows else 1)]
+    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(out_dir / "report.md", text)
+    return text
+
+
+def timeline_png(events: list[dict], path: Path) -> Path | None:
+    """Per-worker timeline from journal events: a bar from each task's start to its final event."""
+    bars: dict[str, list[tuple[float, float, str, str]]] = {}
+    open_starts: dict[tuple[str, str], float] = {}
+    final = {"done", "error", "killed", "timeout"}
+    for e in events:
+        worker = e.get("worker", "")
+        if e["event"] == "start":
+            open_starts[(worker, e["task_id"])] = e["t"]
+        elif e["event"] in final:
+            # The supervisor journals kills on behalf of the worker it killed.
+            if worker == "supervisor" and "worker_id" in e:
+                worker = f"worker-{e['worker_id']}"
+            t0 = open_starts.pop((worker, e["task_id"]), None)
+            if t0 is not None:
+                bars.setdefault(worker, []).append((t0, e["t"], e["event"], e["task_id"]))
+    if not bars:
+        return None
+    t_min = min(b[0] for bs in bars.values() for b in bs)
+    workers = sorted(bars, key=lambda w: (len(w), w))
+    fig, ax = plt.subplots(figsize=(12, 1 + 0.6 * len(workers)))
+    for row, worker in enumerate(workers):
+        for t0, t1, status, task_id in bars[worker]:
+            ax.barh(row, max(t1 - t0, 0.05), left=t0 - t_min, color=STATUS_COLOURS.get(status, "#888"),
+                    edgecolor="white", height=0.8)
+    ax.set_yticks(range(len(workers)), workers)
+    ax.set_xlabel("seconds since the first task started")
+    ax.set_title("tasks per worker (green done, red error, purple killed, orange timeout)")
+    return _save(fig, path)
+
+
+def busy_fractions(events: list[dict]) -> dict[str, float]:
+    """Per worker: time inside tasks / (last end − first start over all workers)."""
+    spans: dict[str, float] = {}
+    open_starts: dict[tuple[str, str], float] = {}
+    t_first, t_last = None, None
+    for e in events:
+        worker = e.get("worker", "")
+        if worker == "supervisor" and "worker_id" in e:
+            worker = f"worker-{e['worker_id']}"
+        if e["event"] == "start":
+            open_starts[(worker, e["task_id"])] = e["t"]
+            t_first = e["t"] if t_first is None else min(t_first, e["t"])
+        elif e["event"] in ("done", "error", "killed", "timeout"):
+            t0 = open_starts.pop((worker, e["task_id"]), None)
+            if t0 is not None:
+                spans[worker] = spans.get(worker, 0.0) + e["t"] - t0
+                t_last = e["t"] if t_last is None else max(t_last, e["t"])
+    if t_first is None or t_last is None or t_last <= t_first:
+        return {}
+    return {w: s / (t_last - t_first) for w, s in sorted(spans.items())}
+
+
+def memory_png(samples, path: Path) -> Path | None:
+    if len(samples) < 2:
+        return None
+    t0 = samples[0].t
+    ts = [s.t - t0 for s in samples]
+    names = sorted({n for s in samples for n in s.tree_rss})
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name in names:
+        ax.plot(ts, [s.tree_rss.get(name, 0) / 2**30 for s in samples], label=f"{name} RSS")
+    ax.plot(ts, [sum(s.tree_rss.values()) / 2**30 for s in samples], "k--", label="all RSS")
+    ax.plot(ts, [s.host_available / 2**30 for s in samples], "k:", label="host available")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("GiB")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("host memory")
+    return _save(fig, path)
+
+
+def _draw(ax, grid, title: str) -> None:
+    ax.imshow(np.asarray(grid), cmap=ARC_CMAP, vmin=0, vmax=9, interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def task_png(task: Task, attempts: Sequence[Sequence[list]], path: Path) -> Path:
+    """Train pairs on top; per test input: the input, attempt 1, attempt 2 and the answer if known."""
+    cols = max(2 * len(task.train), 4)
+    rows = 1 + len(task.test)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ex in enumerate(task.train):
+        for j, (grid, label) in enumerate(((ex.input, f"train {i} in"), (ex.output, f"train {i} out"))):
+            axes[0][2 * i + j].axis("on")
+            _draw(axes[0][2 * i + j], grid, label)
+    for t, ex in enumerate(task.test):
+        panels = [(ex.input, f"test {t} in")]
+        for a, grid in enumerate(attempts[t] if t < len(attempts) else []):
+            right = ex.output is not None and np.array_equal(np.asarray(grid), ex.output)
+            panels.append((grid, f"attempt {a + 1}" + (" ✓" if right else "")))
+        if ex.output is not None:
+            panels.append((ex.output, "answer"))
+        for j, (grid, label) in enumerate(panels[:cols]):
+            axes[t + 1][j].axis("on")
+            _draw(axes[t + 1][j], grid, label)
+    fig.suptitle(task.id)
+    return _save(fig, path)

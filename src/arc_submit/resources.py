@@ -1,0 +1,117 @@
+"""Host RAM and GPU memory, watched with psutil (and nvidia-smi when there is one), sampled in a thread.
+
+The main process never initialises CUDA itself (its workers own the GPUs), so GPU memory is read through
+nvidia-smi rather than torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+log = logging.getLogger(__name__)
+GIB = 1024 ** 3
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def gpu_memory_used_mib() -> dict[int, int]:
+    """{gpu index: MiB used} from nvidia-smi; empty without one."""
+    if not shutil.which("nvidia-smi"):
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    used = {}
+    for line in out.strip().splitlines():
+        try:
+            idx, mib = (int(x) for x in line.split(","))
+            used[idx] = mib
+        except ValueError:
+            continue
+    return used
+
+
+@dataclass
+class Sample:
+    t: float
+    host_available: int  # bytes the OS could still give
+    tree_rss: dict[str, int]  # bytes per named process tree (main, worker-0, icecuber, …)
+    gpu_mib: dict[int, int] = field(default_factory=dict)
+
+
+class ResourceMonitor:
+    """Samples every `interval` seconds in a daemon thread; `watch(name, pid)` adds a process tree."""
+
+    def __init__(self, interval: float = 2.0, gpu: bool = True):
+        self.interval = interval
+        self.gpu = gpu
+        self.samples: list[Sample] = []
+        self._pids: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
+
+    def watch(self, name: str, pid: int) -> None:
+        with self._lock:
+            self._pids[name] = pid
+
+    def unwatch(self, name: str) -> None:
+        with self._lock:
+            self._pids.pop(name, None)
+
+    def sample(self) -> Sample:
+        with self._lock:
+            pids = dict(self._pids)
+        s = Sample(time.time(), psutil.virtual_memory().available, {n: tree_rss(p) for n, p in pids.items()},
+                   gpu_memory_used_mib() if self.gpu else {})
+        with self._lock:
+            self.samples.append(s)
+        return s
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # a monitoring hiccup must never take the run down
+                log.exception("resource sample failed")
+
+    def start(self) -> "ResourceMonitor":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.sample()  # a run shorter than one interval still gets a reading with its processes
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 1)
+
+    def peak_rss(self, name: str | None = None) -> int:
+        """Peak of one tree, or of the sum of all trees at one instant."""
+        with self._lock:
+            if name is None:
+                return max((sum(s.tree_rss.values()) for s in self.samples), default=0)
+            return max((s.tree_rss.get(name, 0) for s in self.samples), default=0)

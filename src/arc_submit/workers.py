@@ -1,0 +1,291 @@
+"""Worker processes (one per GPU, or N on a CPU) pulling tasks from one shared queue, and their supervisor.
+
+Why a pulled queue and not a pre-split: task costs differ by 100×, so any static split leaves GPUs idle while
+another still has a backlog. Tasks are queued largest first (longest-processing-time-first keeps the tail short).
+
+A worker loads its engine once, then per task: takes its share of the remaining time (budget.py), runs the
+solver, and journals the candidates. The supervisor (main process) sees each start/end on a status queue and
+watches the workers: one that dies has its task retried once elsewhere and is restarted while time allows; one
+that overruns its task's deadline by more than a grace period is killed and restarted; at the run deadline all
+are stopped. Everything that happens is journaled, so assembly never depends on a worker's memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing as mp
+import os
+from multiprocessing import connection as mp_connection
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from .budget import Deadline, allot_task_deadline
+from .config import RunConfig
+from .journal import Journal
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+SOLVERS = {
+    "transduction": "arc_submit.solvers.transduction:solve",
+    "induction": "arc_submit.solvers.induction:solve",
+}
+RESTART_MIN_S = 30.0  # no point restarting a worker (model load) with less than this left
+
+
+def resolve_solver(name: str):
+    """A solver function from a short name or `module:function`."""
+    target = SOLVERS.get(name, name)
+    if ":" not in target:
+        raise ValueError(f"solver {name!r}: use one of {', '.join(SOLVERS)} or module:function")
+    module, func = target.split(":", 1)
+    return getattr(importlib.import_module(module), func)
+
+
+def make_engine(config: RunConfig, device: str):
+    """The engine named in config, loaded once per worker (None when the solver needs no model)."""
+    if config.engine.kind == "none":
+        return None
+    from .llm import load_engine
+
+    return load_engine(config.engine, device=device, seed=config.seed)
+
+
+def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[str, Task], journal_dir: str,
+                task_queue, status, run_deadline_at: float, remaining, n_workers: int) -> None:
+    """Body of one worker process (spawned: nothing is inherited but these arguments)."""
+    if gpu is not None:
+        # Before anything imports torch: this process sees exactly one GPU, as device 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    os.setpgid(0, 0)  # own process group: the supervisor kills the worker and anything it started together
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(name)s: %(message)s")
+    name = f"worker-{worker_id}"
+    run_deadline = Deadline(run_deadline_at)
+    journal = Journal(journal_dir, name)
+    t0 = time.time()
+    engine = make_engine(config, "cuda" if gpu is not None else "cpu")
+    solver = resolve_solver(config.solver.name)
+    journal.write("ready", "-", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
+    status.send(("ready", None, None))
+    while True:
+        item = task_queue.get()
+        if item is None:
+            break
+        task_id, attempt = item
+        with remaining.get_lock():
+            remaining.value -= 1
+            tasks_left = remaining.value + 1  # this one included
+        task_deadline = allot_task_deadline(run_deadline, n_workers, tasks_left, config.max_task_s)
+        journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2))
+        status.send(("start", task_id, task_deadline.at))
+        started = time.time()
+        try:
+            per_test = solver(tasks[task_id], task_deadline, engine, **config.solver.options)
+            for test_index, candidates in enumerate(per_test):
+                journal.candidates(task_id, test_index, candidates)
+            journal.write("done", task_id, seconds=round(time.time() - started, 3))
+        except Exception as e:  # one task's failure never takes the worker down
+            journal.write("error", task_id, seconds=round(time.time() - started, 3), error=f"{type(e).__name__}: {e}",
+                          traceback=traceback.format_exc(limit=8))
+            log.warning("task %s raised %s: %s", task_id, type(e).__name__, e)
+        status.send(("end", task_id, None))
+    if engine is not None and hasattr(engine, "close"):
+        engine.close()
+    journal.close()
+
+
+@dataclass
+class WorkerSlot:
+    worker_id: int
+    gpu: str | None
+    process: mp.Process | None = None
+    status: object = None  # our end of the worker's status pipe
+    task_id: str | None = None
+    task_deadline: float | None = None
+    attempt: int = 0
+    restarts: int = 0
+    busy_s: float = 0.0
+    task_started: float | None = None
+
+
+@dataclass
+class PoolResult:
+    finished: bool  # every queued task was settled before the deadline
+    killed_tasks: list[str] = field(default_factory=list)
+    unstarted_tasks: list[str] = field(default_factory=list)
+
+
+def kill_tree(process: mp.Process) -> None:
+    """SIGKILL the worker's process group (the worker and anything it started), then reap it."""
+    if process.pid is None:
+        return
+    for target in (lambda: os.killpg(process.pid, signal.SIGKILL), lambda: os.kill(process.pid, signal.SIGKILL)):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.join(timeout=10)
+
+
+class WorkerPool:
+    def __init__(self, config: RunConfig, tasks: dict[str, Task], order: list[str], gpus: list[str | None],
+                 journal_dir: str, run_deadline: Deadline, monitor=None):
+        self.config, self.tasks, self.journal_dir, self.deadline = config, tasks, journal_dir, run_deadline
+        self.ctx = mp.get_context("spawn")  # CUDA cannot survive a fork; spawn gives each worker a clean start
+        self.task_queue = self.ctx.Queue()
+        self.remaining = self.ctx.Value("i", len(order))
+        self.slots = [WorkerSlot(i, gpu) for i, gpu in enumerate(gpus)]
+        self.monitor = monitor
+        self.journal = Journal(journal_dir, "supervisor")
+        self.order = list(order)
+        self.queued = set(order)  # queued and not yet started
+        self.retried: set[str] = set()
+        for task_id in order:
+            self.task_queue.put((task_id, 0))
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        # One pipe per worker, written synchronously: a worker that dies right after announcing a task has
+        # still announced it (a shared queue's feeder thread would lose that message), and a killed worker
+        # cannot leave a shared lock held.
+        reader, writer = self.ctx.Pipe(duplex=False)
+        slot.process = self.ctx.Process(
+            target=worker_main, name=f"arc-worker-{slot.worker_id}", daemon=True,
+            args=(slot.worker_id, slot.gpu, self.config, self.tasks, self.journal_dir, self.task_queue,
+                  writer, self.deadline.at, self.remaining, len(self.slots)))
+        slot.process.start()
+        writer.close()
+        slot.status = reader
+        if self.monitor is not None:
+            self.monitor.watch(f"worker-{slot.worker_id}", slot.process.pid)
+        log.info("worker %d started (pid %d, gpu %s)", slot.worker_id, slot.process.pid, slot.gpu)
+
+    def _settle_lost_task(self, slot: WorkerSlot, event: str, reason: str) -> None:
+        """The worker died or was killed holding a task: journal it, and retry once if allowed."""
+        task_id = slot.task_id
+        if task_id is None:
+            return
+        retry = (event == "killed" and self.config.retry_killed and task_id not in self.retried
+                 and not self.deadline.passed())
+        self.journal.write(event, task_id, worker_id=slot.worker_id, reason=reason, retried=retry)
+        if retry:
+            self.retried.add(task_id)
+            self.queued.add(task_id)
+            with self.remaining.get_lock():
+                self.remaining.value += 1
+            self.task_queue.put((task_id, slot.attempt + 1))
+            log.warning("task %s: %s (%s); retrying once on another worker", task_id, event, reason)
+        else:
+            log.warning("task %s: %s (%s)", task_id, event, reason)
+        self._end_task(slot)
+
+    def _end_task(self, slot: WorkerSlot) -> None:
+        if slot.task_started is not None:
+            slot.busy_s += time.time() - slot.task_started
+        slot.task_id = slot.task_deadline = slot.task_started = None
+
+    def _restart(self, slot: WorkerSlot, why: str) -> None:
+        if self.deadline.remaining() < RESTART_MIN_S or not self.queued:
+            log.warning("worker %d not restarted after %s: %s", slot.worker_id, why,
+                        "too little time left" if self.queued else "no tasks left")
+            slot.process = None
+            return
+        slot.restarts += 1
+        self._spawn(slot)
+
+    def _drain_status(self, timeout: float) -> None:
+        conns = {slot.status: slot for slot in self.slots if slot.status is not None}
+        for conn in mp_connection.wait(list(conns), timeout=timeout):
+            slot = conns[conn]
+            while True:
+                try:
+                    if not conn.poll():
+                        break
+                    kind, task_id, deadline_at = conn.recv()
+                except (EOFError, OSError):  # the worker is gone; its process check handles the rest
+                    conn.close()
+                    slot.status = None
+                    break
+                if kind == "start":
+                    self.queued.discard(task_id)
+                    slot.task_id, slot.task_deadline, slot.task_started = task_id, deadline_at, time.time()
+                elif kind == "end" and slot.task_id == task_id:
+                    self._end_task(slot)
+
+    def kill_worker(self, slot: WorkerSlot, event: str, reason: str) -> None:
+        if slot.process is not None:
+            kill_tree(slot.process)
+        self._settle_lost_task(slot, event, reason)
+
+    def largest_worker(self) -> WorkerSlot | None:
+        from .resources import tree_rss
+
+        alive = [s for s in self.slots if s.process is not None and s.process.is_alive()]
+        return max(alive, key=lambda s: tree_rss(s.process.pid), default=None)
+
+    def run(self, on_tick=None) -> PoolResult:
+        """Until every task is settled or the deadline passes. on_tick(pool) runs about once a second."""
+        for slot in self.slots:
+            self._spawn(slot)
+        result = PoolResult(finished=False)
+        while True:
+            self._drain_status(timeout=0.5)
+            now = time.time()
+            for slot in self.slots:
+                proc = slot.process
+                if proc is None:
+                    continue
+                if not proc.is_alive():
+                    code = proc.exitcode
+                    proc.join()
+                    slot.process = None
+                    self._drain_status(timeout=0)  # whatever it announced before dying is in its pipe
+                    if slot.task_id is not None:
+                        result.killed_tasks.append(slot.task_id)
+                        self._settle_lost_task(slot, "killed", f"worker exited with code {code}")
+                    if code != 0 or self.queued:
+                        self._restart(slot, f"exit code {code}")
+                elif slot.task_deadline is not None and now > slot.task_deadline + self.config.overrun_grace_s:
+                    # Solvers check their deadline between phases; this far past it, the task is hung.
+                    result.killed_tasks.append(slot.task_id)
+                    self.kill_worker(slot, "timeout", f"overran its deadline by {self.config.overrun_grace_s:.0f}s")
+                    self._restart(slot, "task overrun")
+            if on_tick is not None:
+                on_tick(self)
+            busy = any(s.task_id is not None for s in self.slots)
+            if not self.queued and not busy:
+                result.finished = True
+                break
+            if self.deadline.passed():
+                log.warning("run deadline reached with %d task(s) unstarted", len(self.queued))
+                break
+            if not any(s.process is not None for s in self.slots):
+                log.error("no worker left alive; %d task(s) unstarted", len(self.queued))
+                break
+        self._shutdown(result)
+        return result
+
+    def _shutdown(self, result: PoolResult) -> None:
+        for _ in self.slots:
+            self.task_queue.put(None)
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            if slot.task_id is not None:  # still solving at the deadline: stop it now
+                result.killed_tasks.append(slot.task_id)
+                self.kill_worker(slot, "timeout", "run deadline reached")
+            else:
+                slot.process.join(timeout=5)
+                if slot.process.is_alive():
+                    kill_tree(slot.process)
+            slot.process = None
+        result.unstarted_tasks = [t for t in self.order if t in self.queued]
+        for task_id in result.unstarted_tasks:
+            self.journal.write("skipped", task_id, reason="run deadline reached before it started")
+        self.journal.close()
+        # The task queue owns a feeder thread; close it so the interpreter exits promptly.
+        self.task_queue.cancel_join_thread()
+        self.task_queue.close()

@@ -1,0 +1,154 @@
+"""The run end to end on CPU with worker processes and test-double solvers: faults must never cost the file."""
+
+import json
+import threading
+import time
+
+import psutil
+import pytest
+
+from arc_submit.config import EngineConfig, RunConfig, SolverConfig
+from arc_submit.journal import collect, read_events
+from arc_submit.pipeline import run
+from arc_submit.submission import validate
+from arc_submit.tasks import load_tasks
+
+DATASET = "arc-agi-2/evaluation"
+
+
+def make_config(tmp_path, solver="doubles.solvers:faulty", n_tasks=6, workers=2, **kwargs):
+    options = kwargs.pop("options", {})
+    return RunConfig(challenges=DATASET, out_dir=str(tmp_path / "run"), n_tasks=n_tasks, workers=workers,
+                     time_limit_s=kwargs.pop("time_limit_s", 120), safety_margin_s=kwargs.pop("safety_margin_s", 5),
+                     engine=EngineConfig(kind="none"), solver=SolverConfig(solver, options),
+                     monitor_interval_s=0.5, **kwargs)
+
+
+def task_ids(n):
+    return list(load_tasks(DATASET, limit=n))
+
+
+def check_valid_and_complete(result, n):
+    sub = json.loads(result.submission_path.read_text())
+    tasks = load_tasks(DATASET, limit=n)
+    assert validate(sub, tasks) == [] and result.problems == []
+    assert set(sub) == set(tasks)
+    return sub
+
+
+def no_workers_left():
+    """Children still running, apart from multiprocessing's own resource tracker (it lives as long as pytest)."""
+    me = psutil.Process()
+    return [p for p in me.children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            and not any("resource_tracker" in part for part in p.cmdline())]
+
+
+def test_clean_run_solves_everything_and_reports(tmp_path):
+    result = run(make_config(tmp_path))
+    check_valid_and_complete(result, 6)
+    assert result.score.score == 1.0 and result.statuses == {"done": 6}
+    out = tmp_path / "run"
+    for name in ("report.md", "tasks.csv", "timeline.png", "run.log"):
+        assert (out / name).exists(), name
+    assert len(list((out / "tasks").glob("*.png"))) == 6
+    assert not no_workers_left()
+
+
+def test_task_that_raises_gets_fallback_and_is_journaled(tmp_path):
+    bad = task_ids(6)[1]
+    result = run(make_config(tmp_path, options={"raise_on": [bad]}))
+    check_valid_and_complete(result, 6)
+    records = collect(tmp_path / "run" / "journals")
+    assert records[bad].status == "error"
+    assert "planted failure" in next(e["error"] for e in records[bad].events if e["event"] == "error")
+    assert result.score.score == pytest.approx(5 / 6)
+
+
+def test_worker_killed_mid_task_is_retried_on_another(tmp_path):
+    ids = task_ids(6)
+    victim_task = ids[0]
+    journal_dir = tmp_path / "run" / "journals"
+
+    def killer():
+        # Wait until some worker starts the victim task, then SIGKILL that worker from outside.
+        for _ in range(600):
+            events = list(read_events(journal_dir)) if journal_dir.exists() else []
+            pids = {e["worker"]: e["pid"] for e in events if e["event"] == "ready"}
+            starts = [e for e in events if e["event"] == "start" and e["task_id"] == victim_task]
+            if starts and starts[0]["worker"] in pids:
+                psutil.Process(pids[starts[0]["worker"]]).kill()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    result = run(make_config(tmp_path, options={"sleep_s": 0.5, "slow_on": [victim_task]}))
+    thread.join()
+    check_valid_and_complete(result, 6)
+    rec = collect(journal_dir)[victim_task]
+    killed = [e for e in rec.events if e["event"] == "killed"]
+    assert len(killed) == 1 and killed[0]["retried"] is True
+    assert rec.status == "done" and len(rec.workers) == 2  # solved by the other worker on its retry
+    assert result.score.score == 1.0
+    assert not no_workers_left()
+
+
+def test_worker_that_exits_twice_is_not_retried_forever(tmp_path):
+    bad = task_ids(6)[2]
+    result = run(make_config(tmp_path, options={"exit_on": [bad]}))
+    check_valid_and_complete(result, 6)
+    rec = collect(tmp_path / "run" / "journals")[bad]
+    assert [e["retried"] for e in rec.events if e["event"] == "killed"] == [True, False]
+    assert result.statuses.get("done") == 5
+
+
+def test_task_over_its_budget_is_killed_and_the_rest_go_on(tmp_path):
+    bad = task_ids(6)[0]
+    result = run(make_config(tmp_path, options={"hang_on": [bad]}, max_task_s=1.0, overrun_grace_s=1.0))
+    check_valid_and_complete(result, 6)
+    rec = collect(tmp_path / "run" / "journals")[bad]
+    assert rec.status == "timeout"
+    assert result.statuses == {"done": 5, "timeout": 1}
+    assert not no_workers_left()
+
+
+def test_ram_ceiling_kills_the_growing_worker(tmp_path):
+    bad = task_ids(4)[0]
+    result = run(make_config(tmp_path, n_tasks=4, options={"grow_on": [bad], "grow_gb": 2.5}, ram_ceiling_gb=1.5,
+                             retry_killed=False))
+    check_valid_and_complete(result, 4)
+    rec = collect(tmp_path / "run" / "journals")[bad]
+    assert rec.status == "killed"
+    assert "RAM ceiling" in next(e["reason"] for e in rec.events if e["event"] == "killed")
+    assert result.statuses == {"done": 3, "killed": 1}
+
+
+def test_deadline_with_tasks_unstarted_still_writes_every_task(tmp_path):
+    result = run(make_config(tmp_path, n_tasks=12, options={"sleep_s": 1.5}, time_limit_s=6, safety_margin_s=1))
+    sub = check_valid_and_complete(result, 12)
+    assert len(sub) == 12
+    assert result.statuses.get("skipped", 0) >= 1 and result.statuses.get("done", 0) >= 2
+    assert result.wall_s < 20
+    assert not no_workers_left()
+
+
+def test_resume_skips_settled_tasks(tmp_path):
+    first = run(make_config(tmp_path, options={"sleep_s": 0.1}))
+    second = run(make_config(tmp_path, options={"raise_on": task_ids(6)}))  # would fail every task if re-run
+    assert second.score.score == first.score.score == 1.0
+    starts = [e for e in read_events(tmp_path / "run" / "journals") if e["event"] == "start"]
+    assert len(starts) == 6
+
+
+def test_queue_keeps_four_workers_busy(tmp_path):
+    """Skewed costs (real task sizes), 4 simulated workers: makespan within 10% of total work / 4."""
+    n = 40
+    result = run(make_config(tmp_path, solver="doubles.solvers:cost_sleeper", n_tasks=n, workers=4,
+                             options={"seconds_per_kcell": 0.25}))
+    check_valid_and_complete(result, n)
+    events = list(read_events(tmp_path / "run" / "journals"))
+    starts = [e["t"] for e in events if e["event"] == "start"]
+    ends = [e["t"] for e in events if e["event"] == "done"]
+    total = sum(e["seconds"] for e in events if e["event"] == "done")
+    makespan = max(ends) - min(starts)
+    assert makespan <= 1.1 * total / 4, (makespan, total)

@@ -6,7 +6,14 @@ BIN := $(VENV)/bin
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-gpu dry-run clean
+# Kaggle packaging: the source dataset and the offline wheels dataset (ids in dataset-metadata.json).
+KAGGLE_SOURCE_DIR ?= build/kaggle-source
+KAGGLE_WHEELS_DIR ?= build/kaggle-wheels
+KAGGLE_PYTHON ?= 3.11
+DRY_RUN_DIR ?= runs/dry-run
+DRY_RUN_TASKS ?= 8
+
+.PHONY: install test test-gpu dry-run dataset upload wheels kernel clean
 
 install: $(BIN)/.installed
 
@@ -23,6 +30,43 @@ test: install
 # On a GPU machine with the [gpu] extra installed: the tests marked gpu.
 test-gpu:
 	$(PYTHON) -m pytest -m gpu $(PYTEST_ARGS)
+
+# The notebook, CPU only, on 8 ARC-AGI-2 evaluation tasks with the tiny model: the whole path in a few minutes.
+dry-run: install
+	rm -rf $(DRY_RUN_DIR) && mkdir -p $(DRY_RUN_DIR)
+	$(BIN)/papermill --log-output --cwd . notebooks/submission.ipynb $(DRY_RUN_DIR)/submission.executed.ipynb \
+		-p dry_run True -p out_dir $(DRY_RUN_DIR) -p n_tasks $(DRY_RUN_TASKS) $(DRY_RUN_ARGS)
+	$(BIN)/arc-submit validate $(DRY_RUN_DIR)/submission.json --challenges arc-agi-2/evaluation --n-tasks $(DRY_RUN_TASKS)
+	$(BIN)/arc-submit score $(DRY_RUN_DIR)/submission.json --solutions arc-agi-2/evaluation \
+		--n-tasks $(DRY_RUN_TASKS) | tail -n 1
+
+# The folder `kaggle datasets version -p ... --dir-mode zip` uploads: the package source, notebook and metadata.
+dataset:
+	rm -rf $(KAGGLE_SOURCE_DIR) && mkdir -p $(KAGGLE_SOURCE_DIR)
+	git ls-files src notebooks kaggle pyproject.toml README.md | tar -cf - -T - | tar -xf - -C $(KAGGLE_SOURCE_DIR)
+	cp dataset-metadata.json $(KAGGLE_SOURCE_DIR)/
+	@echo "built $(KAGGLE_SOURCE_DIR): upload with 'make upload'"
+
+# Needs Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY) and the notebook extra.
+upload: dataset
+	@if [ -f $$HOME/.kaggle/kaggle.json ] || [ -n "$$KAGGLE_KEY" ]; then \
+		$(BIN)/kaggle datasets version -p $(KAGGLE_SOURCE_DIR) --dir-mode zip -m "arc_submit $$(git rev-parse --short HEAD)"; \
+	else echo "no Kaggle credentials: put kaggle.json in ~/.kaggle or set KAGGLE_USERNAME and KAGGLE_KEY"; exit 1; fi
+
+# The notebook as a Kaggle kernel: `kaggle kernels push -p build/kaggle-kernel` (GPU on, internet off).
+kernel:
+	rm -rf build/kaggle-kernel && mkdir -p build/kaggle-kernel
+	cp kaggle/kernel-metadata.json notebooks/submission.ipynb build/kaggle-kernel/
+
+# The pinned GPU wheels for Kaggle's Python, uploaded as a dataset the notebook installs from offline.
+wheels:
+	mkdir -p $(KAGGLE_WHEELS_DIR)
+	$(PYTHON) -m pip download -d $(KAGGLE_WHEELS_DIR) --only-binary=:all: --python-version $(KAGGLE_PYTHON) \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -r kaggle/wheels-requirements.txt
+	sed 's/arc-submit-source/arc-submit-wheels/; s/arc_submit source/arc_submit offline wheels/' \
+		dataset-metadata.json > $(KAGGLE_WHEELS_DIR)/dataset-metadata.json
+	@echo "built $(KAGGLE_WHEELS_DIR): upload with kaggle datasets version -p $(KAGGLE_WHEELS_DIR) --dir-mode zip"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

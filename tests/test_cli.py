@@ -62,3 +62,26 @@ def test_tasks_summary_and_usage_exit_code():
     assert r.returncode == 0 and "120 tasks" in r.stdout and "tasks with test solutions: 120" in r.stdout
     assert run("score").returncode == 2
     assert run("frobnicate").returncode == 2
+
+
+def test_run_with_a_yaml_config_writes_a_valid_submission(tmp_path):
+    import os
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("challenges: arc-agi-2/evaluation\nn_tasks: 3\nworkers: 2\ntime_limit_s: 120\nsafety_margin_s: 5\n"
+                   "engine: {kind: none}\nsolver: {name: 'doubles.solvers:faulty'}\n")
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__))}
+    r = subprocess.run([sys.executable, "-m", "arc_submit.cli", "run", "--config", str(cfg), "--out",
+                        str(tmp_path / "out"), "--set", "solver.options={sleep_s: 0.1}"],
+                       capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(valid)" in r.stdout and "score: 1.0000 (3/3" in r.stdout
+    assert run("validate", str(tmp_path / "out" / "submission.json"), "--challenges", ARC2,
+               "--n-tasks", "3").returncode == 0
+
+
+def test_run_rejects_an_unknown_config_key_by_name(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("engine: {kind: hf, modle: x}\n")
+    r = run("run", "--config", str(cfg))
+    assert r.returncode == 2 and "unknown config key(s) engine.modle" in r.stderr and str(cfg) in r.stderr

@@ -28,12 +28,13 @@ def add_validate(sub):
     p = sub.add_parser("validate", help="check a submission.json against the challenges (Kaggle's rules)")
     p.add_argument("submission")
     p.add_argument("--challenges", required=True, help=SOURCE_HELP)
+    p.add_argument("--n-tasks", type=int, help="only the first N tasks of the challenges (a dry run's slice)")
 
 
 def cmd_validate(args) -> int:
     from .submission import validate
 
-    tasks = load_tasks(args.challenges)
+    tasks = load_tasks(args.challenges, limit=args.n_tasks)
     problems = validate(_read_submission(args.submission), tasks)
     for line in problems:
         print(line)
@@ -49,12 +50,16 @@ def add_score(sub):
     p.add_argument("submission")
     p.add_argument("--solutions", required=True,
                    help="a *_solutions.json file, or a dataset name: " + ", ".join(EMBEDDED_DATASETS))
+    p.add_argument("--n-tasks", type=int, help="only the first N tasks (sorted ids) of the solutions")
 
 
 def cmd_score(args) -> int:
     from .submission import score
 
-    report = score(_read_submission(args.submission), load_solutions(args.solutions))
+    solutions = load_solutions(args.solutions)
+    if args.n_tasks is not None:
+        solutions = dict(list(solutions.items())[:args.n_tasks])
+    report = score(_read_submission(args.submission), solutions)
     print(report.table())
     return EXIT_OK
 
@@ -82,7 +87,42 @@ def cmd_tasks(args) -> int:
     return EXIT_OK
 
 
+def add_run(sub):
+    p = sub.add_parser("run", help="the whole pipeline without a notebook: solve, assemble, validate, score")
+    p.add_argument("--config", help="a YAML file of RunConfig keys (see config.py); defaults otherwise")
+    p.add_argument("--challenges", help=SOURCE_HELP)
+    p.add_argument("--out", dest="out_dir", help="output folder (re-running with the same folder resumes)")
+    p.add_argument("--n-tasks", type=int, help="only the first N tasks")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, dotted for nested ones (engine.kind=vllm, solver.name=induction)")
+
+
+def cmd_run(args) -> int:
+    from .config import ConfigError, load_config
+    from .pipeline import run
+
+    overrides = {k: v for k, v in (("challenges", args.challenges), ("out_dir", args.out_dir),
+                                   ("n_tasks", args.n_tasks)) if v is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return EXIT_USAGE
+        import yaml  # values as YAML scalars: 3 -> int, true -> bool, null -> None, [a, b] -> list
+
+        overrides[key] = yaml.safe_load(value)
+    try:
+        config = load_config(args.config, **overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    result = run(config)
+    print(result.summary())
+    return EXIT_OK if not result.problems else EXIT_FAILED
+
+
 COMMANDS = {
+    "run": (add_run, cmd_run),
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),
     "tasks": (add_tasks, cmd_tasks),

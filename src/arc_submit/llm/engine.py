@@ -1,0 +1,223 @@
+"""The engine interface every solver talks to: sample from a model, with or without a per-task LoRA adapter.
+
+Read it like vLLM's public API: a few small value objects (`Sampling`, `TrainSettings`, `Adapter`,
+`Generation`, `EngineSettings`) and one protocol (`Engine`). Adapters follow peft's lifecycle: a named thing
+you create (`train_adapter`), use (`generate(..., adapter=)`) and delete (`delete_adapter`). Every adapter
+starts from freshly initialised LoRA weights on top of the base model (LoRA B = 0, so before its first step
+it computes exactly the base model), with a fresh optimizer: nothing of the previous task leaks in.
+
+Deadlines are absolute wall-clock instants (`time.time()` seconds, the same in every process), given as a
+float or as any object with an `.at` attribute (`arc_submit.budget.Deadline`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+# All linear layers of a Llama/Qwen block: what the ARC test-time-training papers adapt.
+LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: like vLLM's SamplingParams, only what the solvers need.
+
+    temperature 0 is greedy (all n samples are then the same text). seed makes sampling reproducible on a
+    given engine and device. logprobs asks for each sample's cumulative log-probability under the model
+    (raw distribution, before temperature and top_p), which solvers use to rank candidates.
+    """
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int | None = 0
+    logprobs: bool = False
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"Sampling.n must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"Sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"Sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"Sampling.max_tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sample for one prompt."""
+    text: str
+    n_tokens: int
+    finished: bool  # True: ended on EOS or a stop string; False: cut at max_tokens
+    cumulative_logprob: float | None = None  # sum of log p(token) over the sample; None unless asked for
+    token_ids: tuple[int, ...] = ()  # the sampled tokens (EOS included when it ended on one)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if self.cumulative_logprob is None or self.n_tokens == 0:
+            return None
+        return self.cumulative_logprob / self.n_tokens
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Per-task LoRA training. Memory on small GPUs: batch 1 + accumulation, gradient checkpointing, max_seq_len.
+
+    Training runs `epochs` passes over the examples (shuffled with `seed`), or `max_steps` optimizer steps if
+    set, whichever ends first, and always stops at the deadline.
+    """
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; None: epochs decide
+    learning_rate: float = 1e-4
+    lr_schedule: str = "linear"  # linear (decay to 0 over the planned steps) | constant
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = LLAMA_LINEAR_MODULES
+    batch_size: int = 1  # sequences per forward pass; 1 keeps activation memory at one sequence
+    grad_accumulation: int = 1  # forward passes per optimizer step
+    max_seq_len: int = 8192  # longer examples are dropped (logged), never silently truncated
+    gradient_checkpointing: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ValueError(f"TrainSettings.lr_schedule {self.lr_schedule!r}: use linear or constant")
+        if self.batch_size < 1 or self.grad_accumulation < 1:
+            raise ValueError("TrainSettings.batch_size and grad_accumulation must be at least 1")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"TrainSettings.max_steps must be >= 0, got {self.max_steps}")
+
+    def planned_steps(self, n_examples: int) -> int:
+        per_step = self.batch_size * self.grad_accumulation
+        steps = math.ceil(n_examples * self.epochs / per_step)
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A trained per-task LoRA: a handle the engine knows by name, with what its training did.
+
+    `path` is the folder it was saved to (peft format) when the engine needs it on disk (vLLM), else None.
+    """
+    name: str
+    path: Path | None
+    rank: int
+    steps: int  # optimizer steps taken
+    examples_seen: int  # sequences trained on (with repeats over epochs)
+    losses: tuple[float, ...]  # mean completion loss per optimizer step, in order
+    stopped_by_deadline: bool
+    setup_s: float  # creating the fresh LoRA + optimizer + tokenising
+    train_s: float
+    dropped_examples: int = 0  # longer than max_seq_len
+
+    @property
+    def first_loss(self) -> float | None:
+        return self.losses[0] if self.losses else None
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
+
+
+@dataclass
+class EngineSettings:
+    """How to load a model. Built from `config.EngineConfig.options`; unknown keys fail by name.
+
+    Memory settings users need on small GPUs live here and in TrainSettings: `expandable_segments` sets
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True before CUDA starts (less fragmentation when
+    training and sampling alternate); `swap_space` 0 keeps older vLLM from pinning 4 GiB of host RAM per GPU.
+    """
+    model: str = "tiny"  # a local model folder, or "tiny" (built and cached by llm.tiny)
+    device: str | None = None  # hf: "cpu" / "cuda" / "cuda:1"; None: cuda when there is one
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    max_model_len: int = 8192
+    gpu_memory_utilization: float = 0.85  # vllm / unsloth fast_inference: share of GPU memory for weights + KV
+    enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decode)
+    enable_prefix_caching: bool = True  # vllm: the task's examples are a shared prefix of every sample
+    swap_space: float = 0  # vllm < 0.11: GiB of pinned host RAM for preempted sequences; 0 keeps host RAM low
+    max_lora_rank: int = 64  # vllm: largest adapter rank it will accept
+    max_loras: int = 1  # vllm: adapters resident in one batch
+    max_num_seqs: int = 512  # vllm: sequences decoded together (n=512 samples of one prompt fit one batch)
+    max_batch_sequences: int = 64  # hf: sequences per generate() call (prompt × samples)
+    expandable_segments: bool = True
+    load_in_4bit: bool = False  # unsloth: QLoRA on 4-bit base weights (8B models on 16 GB GPUs)
+    fast_inference: bool = True  # unsloth: sample through its built-in vLLM when vllm is importable
+    adapter_dir: str | None = None  # where adapters are saved for vllm; None: a temp folder
+    train_model: str | None = None  # vllm: the HF copy to train on; None: same folder as model
+    seed: int = 0
+
+    @classmethod
+    def from_options(cls, model: str = "tiny", **options) -> "EngineSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown engine option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(model=model, **options)
+
+
+def apply_memory_environment(settings: EngineSettings) -> None:
+    """Set allocator options before torch touches CUDA (they are read once, at CUDA's first use)."""
+    if settings.expandable_segments:
+        conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+        if "expandable_segments" not in conf:
+            os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(filter(None, [conf, "expandable_segments:True"]))
+
+
+def deadline_at(deadline) -> float | None:
+    """A deadline as time.time() seconds: from None, a float, or an object with `.at`."""
+    if deadline is None:
+        return None
+    return float(getattr(deadline, "at", deadline))
+
+
+def seconds_left(deadline) -> float:
+    at = deadline_at(deadline)
+    return math.inf if at is None else at - time.time()
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One resident model per process (per GPU); per-task adapters on top of it."""
+
+    name: str  # "hf", "vllm", "unsloth"
+    tokenizer: object  # a transformers tokenizer (prompts.apply_chat uses its chat template)
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling,
+                 adapter: Adapter | None = None) -> list[list[Generation]]:
+        """For each prompt, `sampling.n` samples, in prompt order."""
+        ...
+
+    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+        """Sum of log p(completion tokens | prompt) for each (prompt, completion): ranks candidate answers."""
+        ...
+
+    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+                      deadline=None) -> Adapter:
+        """A fresh LoRA named `name` trained on (prompt, completion) pairs, loss on the completion only.
+
+        Stops cleanly at the deadline and returns what it trained (possibly 0 steps). A name in use is
+        replaced. Raises ValueError (naming the adapter) when no example fits max_seq_len.
+        """
+        ...
+
+    def delete_adapter(self, adapter: Adapter | str) -> None:
+        """Free the adapter's weights (and its folder, if the engine saved one). Unknown names are ignored."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        ...
+
+    def close(self) -> None:
+        """Free the model and GPU memory; the engine is unusable afterwards."""
+        ...

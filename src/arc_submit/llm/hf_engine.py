@@ -1,0 +1,274 @@
+"""transformers + peft: the engine for CPU tests, CPU dry runs, and a GPU fallback when vLLM is missing.
+
+One model stays resident. The first adapter wraps it in a peft model once; every later task adds a new,
+freshly initialised LoRA (`add_adapter`: A random from the task's seed, B = 0, so it starts as the base
+model) and gets a new optimizer. Sampling without an adapter runs with all adapters disabled.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
+from .tiny import resolve_model
+from .training import TokenizedPair, completion_logprobs, prompt_ids, run_training, tokenize_pair
+
+log = logging.getLogger(__name__)
+
+
+def pick_device_and_dtype(settings: EngineSettings):
+    import torch
+
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if settings.dtype == "auto":
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        dtype = getattr(torch, settings.dtype)
+    return torch.device(device), dtype
+
+
+def set_checkpointing(model, on: bool) -> None:
+    """Gradient (activation) checkpointing on or off; transformers 5.2x renamed the methods, 5.17 has the old ones."""
+    if on:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, settings: EngineSettings | None = None, model=None, tokenizer=None):
+        """Load `settings.model`, or wrap an already loaded (model, tokenizer), as the vLLM engine's trainer does."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.settings = settings or EngineSettings()
+        apply_memory_environment(self.settings)
+        self.device, self.dtype = pick_device_and_dtype(self.settings)
+        t0 = time.time()
+        path = resolve_model(self.settings.model)
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:  # e.g. Llama-3: pad with EOS; masks keep it out of attention
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"  # generation continues right after each prompt
+        self.model = model or AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        self.peft_model = None  # created with the first adapter; wraps self.model in place
+        self.adapters: dict[str, Adapter] = {}
+        self._tmp_adapter_dir: str | None = None
+        self._closed = False
+        torch.manual_seed(self.settings.seed)
+        log.info("hf engine: %s on %s (%s) in %.1fs", path, self.device, self.dtype, time.time() - t0)
+
+    # --- sampling -------------------------------------------------------------------------------------
+
+    def _active(self, adapter: Adapter | None):
+        """The module to run and a context manager choosing the adapter (or none)."""
+        import contextlib
+
+        if adapter is None:
+            if self.peft_model is None or not self.peft_model.peft_config:
+                # No adapter left: the LoRA layers peft injected hold no weights and compute nothing.
+                return self.model, contextlib.nullcontext()
+            if self.peft_model.active_adapter not in self.peft_model.peft_config:  # the active one was deleted
+                self.peft_model.set_adapter(next(iter(self.peft_model.peft_config)))
+            return self.peft_model, self.peft_model.disable_adapter()
+        if adapter.name not in self.adapters:
+            raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine (deleted, or trained elsewhere)")
+        self.peft_model.set_adapter(adapter.name)
+        return self.peft_model, contextlib.nullcontext()
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling,
+                 adapter: Adapter | None = None) -> list[list[Generation]]:
+        import torch
+
+        self._check_open()
+        model, ctx = self._active(adapter)
+        greedy = sampling.temperature == 0
+        per_prompt = 1 if greedy else sampling.n  # greedy samples are all the same text: compute one
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        # Batches of whole prompts (all their samples together); a prompt wanting more samples than one
+        # batch holds is split into several rounds.
+        rounds = []  # (prompt index, samples in this round)
+        cap = max(1, self.settings.max_batch_sequences)
+        for i in range(len(prompts)):
+            left = per_prompt
+            while left > 0:
+                rounds.append((i, min(left, cap)))
+                left -= rounds[-1][1]
+        results: list[list[Generation]] = [[] for _ in prompts]
+        batch: list[tuple[int, int]] = []
+        with ctx, torch.inference_mode():
+            for item in rounds + [None]:
+                if item is not None and (not batch or (sum(k for _, k in batch) + item[1] <= cap
+                                                         and all(k == item[1] for _, k in batch))):
+                    batch.append(item)
+                    continue
+                if batch:
+                    self._generate_batch(model, prompts, batch, sampling, greedy, results)
+                batch = [item] if item is not None else []
+        if greedy and sampling.n > 1:
+            results = [r * sampling.n for r in results]
+        return results
+
+    def _generate_batch(self, model, prompts, batch, sampling, greedy, results):
+        """One generate() call: prompts `batch` (all with the same number of samples per prompt)."""
+        import torch
+
+        per_prompt = batch[0][1]
+        encoded = [prompt_ids(self.tokenizer, prompts[i]) for i, _ in batch]
+        width = max(len(e) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
+        kwargs = dict(max_new_tokens=sampling.max_tokens, num_return_sequences=per_prompt,
+                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad)
+        if greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new_tokens = out[:, width:].tolist()
+        samples = []
+        for row in new_tokens:
+            eos_at = next((j for j, t in enumerate(row) if t == self.tokenizer.eos_token_id), None)
+            if eos_at is None:  # padding after a stop string, or cut at max_tokens
+                tokens = row
+                while tokens and tokens[-1] == pad and pad != self.tokenizer.eos_token_id:
+                    tokens = tokens[:-1]
+            else:
+                tokens = row[:eos_at + 1]  # EOS counts: its probability says the model meant to stop there
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            finished = eos_at is not None
+            for stop in sampling.stop:
+                if stop in text:
+                    text, finished = text[:text.index(stop)], True
+            samples.append((tokens, text, finished))
+        logprobs = [None] * len(samples)
+        if sampling.logprobs:
+            pairs = [TokenizedPair(encoded[k // per_prompt] + s[0], len(encoded[k // per_prompt]))
+                     for k, s in enumerate(samples)]
+            logprobs = self._logprob_sums(model, pairs)
+        for k, (tokens, text, finished) in enumerate(samples):
+            results[batch[k // per_prompt][0]].append(Generation(text, len(tokens), finished, logprobs[k], tuple(tokens)))
+
+    def _logprob_sums(self, model, pairs: list[TokenizedPair]) -> list[float]:
+        """Teacher-forced log-probabilities of given token sequences, in batches (raw model distribution)."""
+        out = []
+        step = max(1, self.settings.max_batch_sequences)
+        for i in range(0, len(pairs), step):
+            sums, _ = completion_logprobs(model, pairs[i:i + step], self.tokenizer.pad_token_id, self.device)
+            out.extend(float(s) for s in sums)
+        return out
+
+    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+        """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
+        import torch
+
+        self._check_open()
+        model, ctx = self._active(adapter)
+        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in pairs]
+        with ctx, torch.inference_mode():
+            return self._logprob_sums(model, tokenized)
+
+    # --- adapters -------------------------------------------------------------------------------------
+
+    def _fresh_lora(self, name: str, settings: TrainSettings):
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                            target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+        torch.manual_seed(settings.seed)  # LoRA A's init, and dropout, repeat for the same seed
+        if self.peft_model is None:
+            self.peft_model = get_peft_model(self.model, config, adapter_name=name)
+        else:
+            self.peft_model.add_adapter(name, config)
+            self.peft_model.set_adapter(name)  # makes only this adapter's weights trainable
+        set_checkpointing(self.peft_model.base_model.model, settings.gradient_checkpointing)
+
+    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+                      deadline=None) -> Adapter:
+        t0 = time.time()
+        self._check_open()
+        self.delete_adapter(name)
+        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in examples]
+        fitting = [t for t in tokenized if len(t.input_ids) <= settings.max_seq_len]
+        dropped = len(tokenized) - len(fitting)
+        if not fitting:
+            longest = max((len(t.input_ids) for t in tokenized), default=0)
+            raise ValueError(f"adapter {name!r}: none of the {len(tokenized)} training examples fits max_seq_len="
+                             f"{settings.max_seq_len} (longest: {longest} tokens); raise max_seq_len or shorten prompts")
+        if dropped:
+            log.warning("adapter %s: dropped %d of %d examples longer than max_seq_len=%d", name, dropped,
+                        len(tokenized), settings.max_seq_len)
+        self._fresh_lora(name, settings)
+        setup_s = time.time() - t0
+        result = run_training(self.peft_model, fitting, settings, self.tokenizer.pad_token_id, self.device,
+                              deadline, progress_name=name)
+        adapter = Adapter(name=name, path=None, rank=settings.lora_rank, steps=result.steps,
+                          examples_seen=result.examples_seen, losses=tuple(result.losses),
+                          stopped_by_deadline=result.stopped_by_deadline, setup_s=setup_s, train_s=result.train_s,
+                          dropped_examples=dropped)
+        self.adapters[name] = adapter
+        return adapter
+
+    def save_adapter(self, adapter: Adapter, directory: str | Path | None = None) -> Adapter:
+        """Write the adapter in peft format (what vLLM's LoRARequest loads); returns it with `path` set."""
+        from dataclasses import replace
+
+        if directory is None:
+            if self._tmp_adapter_dir is None:
+                self._tmp_adapter_dir = tempfile.mkdtemp(prefix="arc-adapters-")
+            directory = self._tmp_adapter_dir
+        path = Path(directory) / adapter.name
+        # peft writes a non-default adapter into a sub-folder named after it: save to the parent.
+        self.peft_model.save_pretrained(str(path.parent), selected_adapters=[adapter.name])
+        if not (path / "adapter_config.json").exists():
+            raise RuntimeError(f"adapter {adapter.name!r}: peft did not write {path}/adapter_config.json")
+        saved = replace(adapter, path=path)
+        self.adapters[adapter.name] = saved
+        return saved
+
+    def delete_adapter(self, adapter: Adapter | str) -> None:
+        name = adapter if isinstance(adapter, str) else adapter.name
+        known = self.adapters.pop(name, None)
+        if self.peft_model is not None and name in self.peft_model.peft_config:
+            self.peft_model.delete_adapter(name)
+        if known is not None and known.path is not None:
+            shutil.rmtree(known.path, ignore_errors=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(prompt_ids(self.tokenizer, text))
+
+    def close(self) -> None:
+        import torch
+
+        if self._closed:
+            return
+        self._closed = True
+        self.model = self.peft_model = None
+        self.adapters.clear()
+        if self._tmp_adapter_dir:
+            shutil.rmtree(self._tmp_adapter_dir, ignore_errors=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("this engine was closed; create a new one")

@@ -1,0 +1,171 @@
+"""The transformers + peft engine on the tiny model and a real ARC task: sampling, scoring, per-task LoRA."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from arc_submit.llm import Sampling, TrainSettings, make_engine, prompts
+from arc_submit.llm.engine import Engine
+
+FAST_LORA = dict(lora_rank=8, lora_alpha=16, gradient_checkpointing=False)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = make_engine("hf", "tiny", max_batch_sequences=16)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def task(arc1_train):
+    """The smallest real ARC task with at least 3 train examples (short sequences keep the test fast)."""
+    return min((t for t in arc1_train.values() if len(t.train) >= 3), key=lambda t: t.cost_estimate())
+
+
+@pytest.fixture(scope="module")
+def other_task(arc1_train, task):
+    return sorted((t for t in arc1_train.values() if len(t.train) >= 3 and t.id != task.id),
+                  key=lambda t: t.cost_estimate())[0]
+
+
+def pairs_of(task, engine):
+    return prompts.leave_one_out_pairs(task.train, tokenizer=engine.tokenizer)
+
+
+def test_engine_follows_the_protocol(engine):
+    assert isinstance(engine, Engine)
+
+
+def test_generate_is_deterministic_under_a_seed(engine, task):
+    prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
+    sampling = Sampling(n=5, temperature=1.0, max_tokens=24, seed=7, logprobs=True)
+    first = engine.generate([prompt, prompt[:200]], sampling)
+    again = engine.generate([prompt, prompt[:200]], sampling)
+    other = engine.generate([prompt, prompt[:200]], Sampling(n=5, temperature=1.0, max_tokens=24, seed=8))
+    assert first == again
+    assert [len(r) for r in first] == [5, 5]
+    assert len({g.text for g in first[0]}) > 1  # temperature 1: samples differ from each other
+    assert [g.text for g in first[0]] != [g.text for g in other[0]]
+    for g in first[0]:
+        assert g.n_tokens <= 24 and g.cumulative_logprob < 0 and g.mean_logprob < 0
+
+
+def test_sample_logprobs_are_the_models_own(engine, task):
+    """The log-prob reported with each sample equals a plain, unbatched forward pass over prompt + sample."""
+    import torch
+
+    from arc_submit.llm.training import prompt_ids
+
+    prompts_ = [prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer), "Example 1"]
+    results = engine.generate(prompts_, Sampling(n=3, temperature=1.0, max_tokens=16, seed=3, logprobs=True))
+    for prompt, samples in zip(prompts_, results):
+        p = prompt_ids(engine.tokenizer, prompt)
+        for g in samples:
+            assert len(g.token_ids) == g.n_tokens
+            ids = torch.tensor([p + list(g.token_ids)])
+            with torch.no_grad():
+                logp = torch.log_softmax(engine.model(input_ids=ids).logits[0].float(), dim=-1)
+            expected = sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(g.token_ids))
+            assert g.cumulative_logprob == pytest.approx(expected, abs=1e-3)
+
+
+def test_greedy_returns_n_identical_samples(engine, task):
+    prompt = prompts.transduction_prompt(task.train, task.test[0].input)
+    (samples,) = engine.generate([prompt], Sampling(n=3, temperature=0, max_tokens=8))
+    assert len(samples) == 3 and len({g.text for g in samples}) == 1
+
+
+def test_training_on_a_real_task_lowers_its_loss(engine, task):
+    pairs = pairs_of(task, engine)
+    adapter = engine.train_adapter(task.id, pairs, TrainSettings(epochs=6, learning_rate=3e-3, **FAST_LORA))
+    try:
+        assert adapter.steps == 6 * len(pairs) and not adapter.stopped_by_deadline
+        assert sum(adapter.losses[-3:]) / 3 < adapter.losses[0] - 0.3
+        before, after = engine.score(pairs), engine.score(pairs, adapter)
+        assert all(a > b + 1.0 for a, b in zip(after, before)), (before, after)
+    finally:
+        engine.delete_adapter(adapter)
+
+
+def test_a_new_tasks_adapter_starts_from_the_base_weights(engine, task, other_task):
+    pairs, other_pairs = pairs_of(task, engine), pairs_of(other_task, engine)
+    base = engine.score(other_pairs)
+    trained = engine.train_adapter(task.id, pairs, TrainSettings(epochs=4, learning_rate=3e-3, **FAST_LORA))
+    assert engine.score(other_pairs, trained) != pytest.approx(base, abs=1e-3)  # training moved the model
+    fresh = engine.train_adapter(other_task.id, other_pairs, TrainSettings(max_steps=0, **FAST_LORA))
+    assert fresh.steps == 0
+    assert engine.score(other_pairs, fresh) == pytest.approx(base, abs=1e-5)
+    # Its first training step sees the base model: the first loss is the base model's loss on that example.
+    one = engine.train_adapter(other_task.id, other_pairs, TrainSettings(max_steps=1, **FAST_LORA))
+    per_token = [-s / (len(engine.tokenizer(c, add_special_tokens=False)["input_ids"]) + 1)
+                 for s, (_, c) in zip(base, other_pairs)]
+    assert any(one.losses[0] == pytest.approx(x, abs=1e-4) for x in per_token)
+    for name in (task.id, other_task.id):
+        engine.delete_adapter(name)
+
+
+def test_training_after_other_tasks_equals_training_in_a_fresh_engine(engine, task, other_task):
+    """Nothing leaks between tasks: not the LoRA weights, not the optimizer state, not the RNG."""
+    warm = engine.train_adapter(task.id, pairs_of(task, engine), TrainSettings(epochs=3, learning_rate=3e-3, **FAST_LORA))
+    engine.delete_adapter(warm)
+    settings = TrainSettings(epochs=2, learning_rate=3e-3, seed=5, **FAST_LORA)
+    reused = engine.train_adapter(other_task.id, pairs_of(other_task, engine), settings)
+    fresh_engine = make_engine("hf", "tiny")
+    try:
+        fresh = fresh_engine.train_adapter(other_task.id, pairs_of(other_task, fresh_engine), settings)
+        assert reused.losses == pytest.approx(fresh.losses, abs=1e-5)
+    finally:
+        fresh_engine.close()
+        engine.delete_adapter(reused)
+
+
+def test_training_stops_cleanly_at_the_deadline(engine, task):
+    pairs = pairs_of(task, engine)
+    settings = TrainSettings(epochs=10_000, learning_rate=1e-3, **FAST_LORA)
+    start = time.time()
+    adapter = engine.train_adapter(task.id, pairs, settings, deadline=start + 1.5)
+    took = time.time() - start
+    assert adapter.stopped_by_deadline and 0 < adapter.steps < settings.planned_steps(len(pairs))
+    assert took < 3.0
+    assert len(adapter.losses) == adapter.steps
+    # What it trained is usable.
+    assert engine.generate(["Example"], Sampling(max_tokens=4), adapter)[0][0].n_tokens >= 1
+    past = engine.train_adapter("late", pairs, settings, deadline=time.time() - 1)
+    assert past.steps == 0 and past.stopped_by_deadline
+    for name in (task.id, "late"):
+        engine.delete_adapter(name)
+
+
+def test_deleted_adapter_cannot_be_used_and_names_itself(engine, task):
+    adapter = engine.train_adapter("gone", pairs_of(task, engine), TrainSettings(max_steps=1, **FAST_LORA))
+    engine.delete_adapter(adapter)
+    engine.delete_adapter("gone")  # deleting twice is harmless
+    with pytest.raises(KeyError, match="gone"):
+        engine.generate(["x"], Sampling(max_tokens=2), adapter)
+
+
+def test_examples_over_max_seq_len_are_dropped_or_refused(engine, task):
+    pairs = pairs_of(task, engine)
+    lengths = sorted(len(engine.tokenizer(p + c)["input_ids"]) for p, c in pairs)
+    with pytest.raises(ValueError, match="none of the .* fits max_seq_len"):
+        engine.train_adapter(task.id, pairs, TrainSettings(max_seq_len=10, **FAST_LORA))
+    if lengths[0] < lengths[-1]:
+        adapter = engine.train_adapter(task.id, pairs, TrainSettings(max_seq_len=lengths[0] + 2, **FAST_LORA))
+        assert adapter.dropped_examples >= 1
+        engine.delete_adapter(adapter)
+
+
+def test_stop_strings_end_a_sample(engine, task):
+    prompt = prompts.transduction_prompt(task.train, task.test[0].input)
+    (samples,) = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_tokens=40, seed=1, stop=("\n",)))
+    assert all("\n" not in g.text for g in samples)
+
+
+def test_unknown_kind_or_option_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown engine kind"):
+        make_engine("onnx", "tiny")
+    with pytest.raises(ValueError, match="unknown engine option"):
+        make_engine("hf", "tiny", gpu_memory_utilisation=0.5)

@@ -1,0 +1,102 @@
+"""Grid text encodings, prompt templates and output parsing, on real ARC grids and generated ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from arc_submit.llm import prompts
+from arc_submit.llm.prompts import GRID_FORMATS, encode_grid, grid_from_completion, parse_grid
+
+grids = st.tuples(st.integers(1, 30), st.integers(1, 30)).flatmap(
+    lambda shape: arrays(np.int8, shape, elements=st.integers(0, 9)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(grid=grids, fmt=st.sampled_from(GRID_FORMATS))
+def test_parse_inverts_encode(grid, fmt):
+    parsed = parse_grid(encode_grid(grid, fmt), fmt)
+    assert parsed is not None and parsed.dtype == np.int8
+    assert np.array_equal(parsed, grid)
+
+
+@settings(max_examples=100, deadline=None)
+@given(grid=grids, fmt=st.sampled_from(GRID_FORMATS), tail=st.text(max_size=40))
+def test_completion_parse_ignores_text_after_the_blank_line(grid, fmt, tail):
+    answer = prompts.transduction_answer(grid, fmt) + tail
+    assert np.array_equal(grid_from_completion(answer, fmt), grid)
+
+
+def test_real_task_grids_round_trip(arc2_sample):
+    for task in arc2_sample.values():
+        for ex in task.train:
+            for fmt in GRID_FORMATS:
+                assert np.array_equal(parse_grid(encode_grid(ex.output, fmt), fmt), ex.output), (task.id, fmt)
+
+
+def test_encodings_look_as_documented():
+    g = np.array([[0, 1, 2], [3, 4, 0]], dtype=np.int8)
+    assert encode_grid(g, "plain") == "012\n340"
+    assert encode_grid(g, "row_numbers") == "1 012\n2 340"
+    assert encode_grid(g, "shape_header") == "2x3\n012\n340"
+
+
+@pytest.mark.parametrize("text,fmt", [
+    ("", "plain"), ("\n\n", "plain"), ("012\n34", "plain"), ("01a\n345", "plain"), ("0 1\n2 3", "plain"),
+    ("١٢\n٣٤", "plain"),  # non-ASCII digits: str.isdigit() says yes, a grid says no
+    ("0" * 31, "plain"), ("\n".join(["0"] * 31), "plain"),
+    ("1 012\n3 340", "row_numbers"), ("012\n340", "row_numbers"), ("1 01\n2 345", "row_numbers"),
+    ("3x3\n012\n340", "shape_header"), ("012\n340", "shape_header"), ("2x3", "shape_header"),
+])
+def test_malformed_text_parses_to_none(text, fmt):
+    assert parse_grid(text, fmt) is None
+
+
+def test_unknown_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown grid format 'csv'"):
+        encode_grid(np.zeros((1, 1), np.int8), "csv")
+
+
+def test_transduction_prompt_holds_examples_and_test_input(arc2_sample):
+    task = next(iter(arc2_sample.values()))
+    text = prompts.transduction_text(task.train, task.test[0].input)
+    assert text.startswith(prompts.TRANSDUCTION_INSTRUCTION)
+    assert text.count("Example ") == len(task.train)
+    assert text.endswith("Test\ninput:\n" + encode_grid(task.test[0].input) + "\noutput:\n")
+    for ex in task.train:
+        assert encode_grid(ex.output) in text
+
+
+def test_leave_one_out_pairs_hold_each_example_out_once(arc2_sample):
+    task = next(iter(arc2_sample.values()))
+    pairs = prompts.leave_one_out_pairs(task.train)
+    assert len(pairs) == len(task.train)
+    for (prompt, completion), ex in zip(pairs, task.train):
+        assert np.array_equal(grid_from_completion(completion), ex.output)
+        assert prompt.count("Example ") == len(task.train) - 1
+    assert prompts.leave_one_out_pairs(task.train[:1]) == []
+
+
+def test_induction_prompt_and_code_extraction(arc2_sample):
+    task = next(iter(arc2_sample.values()))
+    text = prompts.induction_text(task.train, [t.input for t in task.test])
+    assert "transform(grid)" in text and "Test input 1:" in text
+    code = "def transform(grid):\n    return [row[::-1] for row in grid]"
+    assert prompts.code_from_completion("Sure.\n" + prompts.induction_answer(code) + "Done.") == code
+    assert prompts.code_from_completion("```python\n" + code) == code  # cut at max_tokens before the fence closed
+    assert prompts.code_from_completion("no code here") is None
+    assert prompts.code_from_completion("```python\nx = 1\n```") is None  # no function
+
+
+def test_chat_template_used_when_the_tokenizer_has_one():
+    from arc_submit.llm.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    wrapped = prompts.apply_chat("hello", tok)
+    assert wrapped == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    tok.chat_template = None
+    assert prompts.apply_chat("hello", tok) == "hello"
+    assert prompts.apply_chat("hello", None) == "hello"

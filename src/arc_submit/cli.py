@@ -121,11 +121,54 @@ def cmd_run(args) -> int:
     return EXIT_OK if not result.problems else EXIT_FAILED
 
 
+def add_icecuber(sub):
+    p = sub.add_parser("icecuber", help="run the 2020 icecuber solution alone and write its candidates")
+    p.add_argument("--challenges", required=True, help=SOURCE_HELP)
+    p.add_argument("--icecuber-dir", required=True,
+                   help="folder of a built copy of top-quarks/ARC-solution (holds the `run` program)")
+    p.add_argument("--out", required=True, help="candidates.json: {task_id: [[candidate, ...] per test input]}")
+    p.add_argument("--work-dir", default="icecuber-work", help="each run makes a fresh folder in here")
+    p.add_argument("--depths", default="3,23,33,4", help="depth schedule, comma-separated (default: safe_run.py's)")
+    p.add_argument("--processes", type=int, default=4, help="programs at once")
+    p.add_argument("--ram-gb", type=float, help="RAM ceiling for all programs together (default: half the machine)")
+    p.add_argument("--time-limit", type=float, help="seconds until every program is stopped (default: no limit)")
+    p.add_argument("--n-tasks", type=int, help="only the first N tasks")
+
+
+def cmd_icecuber(args) -> int:
+    import time
+
+    from .fileio import write_json_atomic
+    from .solvers.icecuber import IcecuberUnavailable, candidates_to_json, start_run
+
+    tasks = load_tasks(args.challenges, limit=args.n_tasks)
+    deadline = time.time() + args.time_limit if args.time_limit else None
+    try:
+        depths = [int(d) for d in args.depths.split(",") if d.strip()]
+        handle = start_run(args.icecuber_dir, tasks, args.work_dir, deadline, depths=depths,
+                           processes=args.processes, ram_ceiling_gb=args.ram_gb)
+    except IcecuberUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        handle.wait(deadline)
+    finally:  # Ctrl-C too: stop the programs, keep what they answered
+        handle.stop()
+        write_json_atomic(args.out, candidates_to_json(tasks, handle.candidates()))
+    print(handle.summary_table())
+    print(f"candidates: {args.out}   work folder (logs, answer files, runs.jsonl): {handle.work_dir}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": (add_run, cmd_run),
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),
     "tasks": (add_tasks, cmd_tasks),
+    "icecuber": (add_icecuber, cmd_icecuber),
 }
 
 

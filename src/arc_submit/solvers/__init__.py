@@ -1,0 +1,1 @@
+"""Solvers: each turns tasks into ranked candidates per test input (arc_submit.select.Candidate)."""

@@ -1,0 +1,445 @@
+"""The 2020 icecuber solution (top-quarks/ARC-solution) as a supervised CPU subprocess solver.
+
+    handle = start_run("/kaggle/input/icecuber", tasks, "/kaggle/working/icecuber", deadline)
+    ...                      # GPUs work meanwhile; handle.poll() is cheap and never blocks
+    handle.wait(deadline)    # returns at the deadline at the latest, with every program stopped
+    handle.candidates()      # {(task id, test index): [Candidate(solver="icecuber"), ...]} best first
+
+A supervisor thread runs `run <index> <depth>` for every staged test input, one depth stage after another
+(shallow first, so every task gets an answer before any gets a deep search), with bounded parallelism. Each
+program is niced and leads its own process group, so a kill takes everything it started. psutil watches the
+resident memory of each program and of all of them together: above the ceiling the largest is killed and
+recorded as memory-limited. Nothing it does raises into the caller once started; failures become statuses.
+The file contract (staging, answer files) lives in icecuber_files.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from ..select import Candidate, grid_key
+from ..tasks import Task
+from .icecuber_files import COMPETITION_2020_DIR, StagedTasks, parse_answer_file, stage_tasks
+
+log = logging.getLogger(__name__)
+SOLVER_NAME = "icecuber"
+MIB = 2 ** 20
+
+# The public safe_run.py schedule: depth 3; depth 3 with flipped training pairs added (23 and 33, two flip
+# kinds); then depth 4 with half the processes (it needs far more memory) and a larger time budget.
+DEFAULT_DEPTHS = (3, 23, 33, 4)
+
+# Statuses of one run (one test input at one depth).
+ANSWERED, NOTHING_FOUND, NO_ANSWER, MALFORMED = "answered", "nothing-found", "no-answer-file", "malformed"
+CRASHED, MEMORY_LIMITED, TIMED_OUT = "crashed", "memory-limited", "timed-out"
+DEADLINE, STOPPED, SKIPPED, NOT_RUN = "deadline", "stopped", "skipped", "not-run"
+ALL_STATUSES = (ANSWERED, NOTHING_FOUND, NO_ANSWER, MALFORMED, CRASHED, MEMORY_LIMITED, TIMED_OUT, DEADLINE, STOPPED,
+                SKIPPED, NOT_RUN)
+
+
+class IcecuberUnavailable(RuntimeError):
+    """No usable built copy (or the program would read the wrong tasks). The pipeline goes on without icecuber."""
+
+
+@dataclass(frozen=True)
+class DepthStage:
+    depth: int  # the program's second argument: search depth (last digit); 10s no colour normalisation, 20s/30s flips
+    process_share: float = 1.0  # fraction of `processes` this stage runs at once
+    time_factor: float | None = None  # per-run cap: factor x the same test input's first-stage seconds; None: none
+
+    @classmethod
+    def default_for(cls, depth: int) -> "DepthStage":
+        """The budgets safe_run.py gives each kind of stage (its slack folded in)."""
+        if depth % 10 >= 4:
+            return cls(depth, process_share=0.5, time_factor=40.0)
+        if 20 <= depth < 40:
+            return cls(depth, time_factor=200.0)
+        return cls(depth)
+
+
+@dataclass
+class IcecuberRunConfig:
+    icecuber_dir: Path  # a built copy: the folder holding the `run` program (`make -j` in top-quarks/ARC-solution)
+    work_root: Path  # each run makes its own fresh folder in here
+    depths: tuple = DEFAULT_DEPTHS  # ints (default budgets) or DepthStage; shorten it for quick runs, e.g. (3,)
+    processes: int = 4  # programs at once (safe_run.py used 4)
+    ram_ceiling_gb: float | None = None  # summed RSS of all programs; None: half of the machine's RAM
+    deadline: float | None = None  # time.time() instant at which everything is stopped; None: no deadline
+    nice: int = 10  # the GPU side's CPU threads come first
+    min_run_s: float = 10.0  # floor of a per-run time cap (first-stage times can be a fraction of a second)
+    poll_interval_s: float = 0.1
+
+    def __post_init__(self):
+        self.icecuber_dir, self.work_root = Path(self.icecuber_dir), Path(self.work_root)
+        self.depths = tuple(d if isinstance(d, DepthStage) else DepthStage(**d) if isinstance(d, dict)
+                            else DepthStage.default_for(int(d)) for d in self.depths)
+        self.deadline = getattr(self.deadline, "at", self.deadline)  # accepts budget.Deadline too
+        if not self.depths:
+            raise ValueError("icecuber depths: give at least one depth, e.g. [3]")
+        if any(not 1 <= s.depth % 10 <= 9 or s.process_share <= 0 for s in self.depths):
+            raise ValueError(f"icecuber depths {self.depths}: each depth's last digit must be 1..9, shares > 0")
+        if self.processes < 1:
+            raise ValueError(f"icecuber processes must be at least 1, got {self.processes}")
+        if self.ram_ceiling_gb is not None and self.ram_ceiling_gb <= 0:
+            raise ValueError(f"icecuber ram_ceiling_gb must be positive, got {self.ram_ceiling_gb}")
+
+    @property
+    def ram_ceiling_bytes(self) -> int:
+        if self.ram_ceiling_gb is None:
+            return psutil.virtual_memory().total // 2
+        return int(self.ram_ceiling_gb * 2 ** 30)
+
+
+@dataclass
+class RunRecord:
+    """One program run: a test input at one depth. Appended to runs.jsonl in the work folder when it ends."""
+    index: int
+    depth: int
+    task_id: str
+    test_index: int
+    status: str = NOT_RUN
+    pid: int | None = None
+    exit_code: int | None = None
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    n_answers: int = 0
+    problems: list = field(default_factory=list)
+
+
+def find_program(icecuber_dir: Path) -> Path:
+    """The built `run` program in the folder (or one folder down, as Kaggle dataset uploads often nest)."""
+    what = ("a built copy of top-quarks/ARC-solution: the folder where `make -j` made the `run` program "
+            "(locally, or attached as a Kaggle dataset)")
+    if not icecuber_dir.is_dir():
+        raise IcecuberUnavailable(f"{icecuber_dir}: no such folder; expected {what}")
+    candidates = [icecuber_dir / "run"] + sorted(icecuber_dir.glob("*/run"))
+    program = next((p for p in candidates if p.is_file()), None)
+    if program is None:
+        built = "it holds a Makefile but was never built: run `make -j` in it" if (icecuber_dir / "Makefile").exists() \
+            else f"it holds: {', '.join(sorted(p.name for p in icecuber_dir.iterdir())[:10]) or 'nothing'}"
+        raise IcecuberUnavailable(f"{icecuber_dir}: no `run` program; {built}. Expected {what}")
+    with open(program, "rb") as f:
+        magic = f.read(4)
+    if magic != b"\x7fELF" and not magic.startswith(b"#!"):
+        raise IcecuberUnavailable(f"{program}: not a program (starts with {magic!r}); build it with `make -j`")
+    if COMPETITION_2020_DIR.is_dir():
+        raise IcecuberUnavailable(f"{COMPETITION_2020_DIR} exists and the icecuber program reads that folder instead "
+                                  f"of the staged tasks; remove the 2020 competition input from the notebook")
+    return program
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class _Running:
+    """A live program: its Popen, psutil handle, log files and record."""
+
+    def __init__(self, record: RunRecord, popen: subprocess.Popen, logs: list, cap_s: float | None):
+        self.record, self.popen, self.logs, self.cap_s = record, popen, logs, cap_s
+        self.started = time.time()
+        self.proc = psutil.Process(popen.pid)
+        self.rss = 0
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # the whole group: nothing it started survives
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class IcecuberRun:
+    """A non-blocking handle on one icecuber run: start(), poll(), wait(deadline), stop(), then candidates()."""
+
+    def __init__(self, config: IcecuberRunConfig, tasks: dict[str, Task]):
+        self.config = config
+        program = find_program(config.icecuber_dir)
+        config.work_root.mkdir(parents=True, exist_ok=True)
+        self.work_dir = Path(tempfile.mkdtemp(prefix=time.strftime("icecuber-%Y%m%d-%H%M%S-"), dir=config.work_root))
+        # A private executable copy: Kaggle inputs are read-only and lose the executable bit.
+        self.program = self.work_dir / "bin" / "run"
+        self.program.parent.mkdir()
+        shutil.copyfile(program, self.program)
+        self.program.chmod(0o755)
+        (self.work_dir / "logs").mkdir()
+        self.staged: StagedTasks = stage_tasks(tasks, self.work_dir)
+        self._records: list[RunRecord] = []
+        self._answers: dict[tuple[str, int], dict[tuple, list]] = defaultdict(dict)  # grid key -> [grid, score, depths]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop_reason = STOPPED
+        self._thread: threading.Thread | None = None
+        self._started_at = 0.0
+        self._n_running = 0
+        self._completed = False  # every stage ran to its end (no stop, no deadline)
+        log.info("icecuber: %d tasks, %d test inputs staged in %s; depths %s, %d processes, RAM ceiling %.1f GiB",
+                 len(tasks), len(self.staged.samples), self.work_dir, [s.depth for s in config.depths],
+                 config.processes, config.ram_ceiling_bytes / 2 ** 30)
+
+    # ---- the public handle -------------------------------------------------------------------------------
+    def start(self) -> "IcecuberRun":
+        if self._thread is None:
+            self._started_at = time.time()
+            self._thread = threading.Thread(target=self._supervise, name="icecuber-supervisor", daemon=True)
+            self._thread.start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    def poll(self) -> dict:
+        """A snapshot: {'done': bool, 'runs': planned, 'running': n, each status: count}. Never blocks or raises."""
+        with self._lock:
+            counts = Counter(r.status for r in self._records)
+            running = self._n_running
+        total = len(self.staged.samples) * len(self.config.depths)
+        return {"done": self.done, "runs": total, "running": running, **{s: counts[s] for s in ALL_STATUSES}}
+
+    def wait(self, deadline=None) -> bool:
+        """Until every stage is done or the deadline (time.time() instant or budget.Deadline); True if done."""
+        at = getattr(deadline, "at", deadline)
+        if self._thread is None:
+            self.start()
+        while not self.done:
+            if at is not None and time.time() >= at:
+                self.stop(DEADLINE)
+                break
+            self._thread.join(timeout=0.2 if at is None else max(0.0, min(0.2, at - time.time())))
+        return self._completed
+
+    def stop(self, reason: str = STOPPED) -> None:
+        """Kill every running program (their group), mark the rest not run, keep every answer found so far."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def records(self) -> list[RunRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def candidates(self) -> dict[tuple[str, int], list[Candidate]]:
+        """Ranked candidates per (task id, test index): icecuber's score, best first; one per distinct grid."""
+        out = {}
+        with self._lock:
+            for key, by_grid in self._answers.items():
+                ranked = sorted(by_grid.items(), key=lambda kv: (-kv[1][1], kv[0]))
+                out[key] = [Candidate(grid, SOLVER_NAME, score=score, count=1,
+                                      detail=f"depths {','.join(map(str, sorted(depths)))}; rank {rank}")
+                            for rank, (_, (grid, score, depths)) in enumerate(ranked, start=1)]
+        return out
+
+    def statuses(self) -> dict[str, str]:
+        """{task id: 'test 0: 3 answered, 23 crashed; test 1: ...'} for every staged task."""
+        per_test: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for task_id, test_index in self.staged.samples:
+            per_test[task_id][test_index]  # every test input appears, even with no run yet
+        for r in self.records():
+            per_test[r.task_id][r.test_index].append(f"{r.depth} {r.status}")
+        return {tid: "; ".join(f"test {i}: {', '.join(runs) or 'not started'}" for i, runs in sorted(tests.items()))
+                for tid, tests in sorted(per_test.items())}
+
+    def summary_table(self) -> str:
+        """Runs per depth and status, as a fixed-width table."""
+        counts = Counter((r.depth, r.status) for r in self.records())
+        statuses = sorted({s for _, s in counts})
+        lines = ["depth " + " ".join(f"{s:>14}" for s in statuses)]
+        for stage in self.config.depths:
+            lines.append(f"{stage.depth:>5} " + " ".join(f"{counts[(stage.depth, s)]:>14}" for s in statuses))
+        answered = sum(1 for by_grid in self.candidates().values() if by_grid)
+        lines.append(f"test inputs with a candidate: {answered} / {len(self.staged.samples)}")
+        return "\n".join(lines)
+
+    # ---- the supervisor thread ---------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        from tqdm.auto import tqdm
+
+        running: list[_Running] = []
+        bar = tqdm(total=len(self.staged.samples) * len(self.config.depths), desc="icecuber", unit="run",
+                   disable=None, leave=False)
+        try:
+            for stage_no, stage in enumerate(self.config.depths):
+                stage_start = time.time()
+                self._run_stage(stage_no, stage, running, bar)
+                if self._stop.is_set():
+                    break
+                log.info("icecuber: depth %d done in %.1f s", stage.depth, time.time() - stage_start)
+            else:
+                self._completed = True
+        except Exception:  # a bug here must not take the run down: stop the programs, keep what was answered
+            log.exception("icecuber supervisor failed; keeping the answers found so far")
+        finally:
+            for run in running:
+                run.kill()
+                self._finish(run, self._stop_reason if self._stop.is_set() else STOPPED)
+            self._mark_not_run()
+            bar.close()
+            for tid, status in self.statuses().items():
+                log.info("icecuber task %s: %s", tid, status)
+            log.info("icecuber finished after %.1f s:\n%s", time.time() - self._started_at, self.summary_table())
+
+    def _stage_queue(self, stage_no: int, stage: DepthStage) -> list[int]:
+        """Indices to run at this stage: cheapest first (by first-stage time), minus those that ran out of RAM."""
+        records = self.records()
+        first = {r.index: r.seconds for r in records if r.depth == self.config.depths[0].depth}
+        too_big = {r.index for r in records if r.status == MEMORY_LIMITED and r.depth % 10 <= stage.depth % 10}
+        queue = []
+        for index, (task_id, test_index) in enumerate(self.staged.samples):
+            if index in too_big:
+                self._add_record(RunRecord(index, stage.depth, task_id, test_index, SKIPPED,
+                                           problems=["memory-limited at a shallower depth"]))
+            else:
+                queue.append(index)
+        if stage_no > 0:
+            queue.sort(key=lambda i: (first.get(i, float("inf")), i))
+        return queue
+
+    def _run_stage(self, stage_no: int, stage: DepthStage, running: list[_Running], bar) -> None:
+        cfg = self.config
+        queue = self._stage_queue(stage_no, stage)
+        parallel = max(1, round(cfg.processes * stage.process_share))
+        first = {r.index: r.seconds for r in self.records() if r.depth == cfg.depths[0].depth}
+        while queue or running:
+            if cfg.deadline is not None and time.time() >= cfg.deadline and not self._stop.is_set():
+                self._stop_reason = DEADLINE
+                self._stop.set()
+            if self._stop.is_set():
+                return  # the caller (_supervise) kills what runs and marks the rest not run
+            while queue and len(running) < parallel:
+                index = queue.pop(0)
+                cap = None
+                if stage.time_factor is not None and index in first:
+                    cap = max(cfg.min_run_s, stage.time_factor * first[index])
+                running.append(self._launch(index, stage.depth, cap))
+            for run in list(running):
+                if run.popen.poll() is not None:
+                    running.remove(run)
+                    self._finish(run, None)
+                    bar.update(1)
+                elif run.cap_s is not None and time.time() - run.started > run.cap_s:
+                    run.kill()
+                    running.remove(run)
+                    self._finish(run, TIMED_OUT)
+                    bar.update(1)
+            self._enforce_ram_ceiling(running, bar)
+            self._n_running = len(running)
+            self._stop.wait(cfg.poll_interval_s)
+
+    def _enforce_ram_ceiling(self, running: list[_Running], bar) -> None:
+        for run in running:
+            run.rss = _tree_rss(run.proc)
+            run.record.peak_rss_mb = max(run.record.peak_rss_mb, run.rss / MIB)
+        ceiling = self.config.ram_ceiling_bytes
+        while running and sum(r.rss for r in running) > ceiling:
+            largest = max(running, key=lambda r: r.rss)
+            log.warning("icecuber: programs use %.0f MiB > ceiling %.0f MiB; killing the largest (%s test %d, "
+                        "depth %d, %.0f MiB): memory-limited", sum(r.rss for r in running) / MIB, ceiling / MIB,
+                        largest.record.task_id, largest.record.test_index, largest.record.depth, largest.rss / MIB)
+            largest.kill()
+            running.remove(largest)
+            self._finish(largest, MEMORY_LIMITED)
+            bar.update(1)
+
+    def _launch(self, index: int, depth: int, cap_s: float | None) -> _Running:
+        task_id, test_index = self.staged.samples[index]
+        record = RunRecord(index, depth, task_id, test_index)
+        logs = [open(self.work_dir / "logs" / f"{index}_{depth}.{kind}", "wb") for kind in ("out", "err")]
+        popen = subprocess.Popen([str(self.program), str(index), str(depth)], cwd=self.work_dir, stdin=subprocess.DEVNULL,
+                                 stdout=logs[0], stderr=logs[1], start_new_session=True)
+        try:
+            psutil.Process(popen.pid).nice(self.config.nice)
+        except psutil.Error:
+            pass  # it already ended; nothing to lower
+        record.pid = popen.pid
+        return _Running(record, popen, logs, cap_s)
+
+    def _finish(self, run: _Running, killed_as: str | None) -> None:
+        """Reap, clear its process group, read its answer file (only a program that exited by itself wrote one)."""
+        run.kill()  # also takes any straggler it left in its group after exiting
+        run.popen.wait()
+        for f in run.logs:
+            f.close()
+        record = run.record
+        record.exit_code = run.popen.returncode
+        record.seconds = round(time.time() - run.started, 3)
+        if killed_as is not None:
+            record.status = killed_as
+        else:
+            record.status = self._read_answers(record)
+        level = logging.WARNING if record.status in (CRASHED, MEMORY_LIMITED, MALFORMED) else logging.DEBUG
+        log.log(level, "icecuber %s test %d depth %d: %s (exit %s, %.1f s, %.0f MiB)%s", record.task_id,
+                record.test_index, record.depth, record.status, record.exit_code, record.seconds, record.peak_rss_mb,
+                "".join(f"\n  {p}" for p in record.problems[:5]))
+        self._add_record(record)
+
+    def _read_answers(self, record: RunRecord) -> str:
+        path = self.staged.answer_path(record.index, record.depth)
+        if not path.exists():
+            return CRASHED if record.exit_code else NO_ANSWER
+        parsed = parse_answer_file(path, self.staged)
+        record.problems.extend(parsed.problems)
+        if parsed.task_id is not None and (parsed.task_id, parsed.test_index) != (record.task_id, record.test_index):
+            record.problems.append(f"{path}: answers {parsed.task_id} test {parsed.test_index}, staged index "
+                                   f"{record.index} was {record.task_id} test {record.test_index}; trusting the file")
+        with self._lock:
+            for grid, score in parsed.answers:
+                by_grid = self._answers[(parsed.task_id, parsed.test_index)]
+                entry = by_grid.setdefault(grid_key(grid), [grid, score, set()])
+                entry[1] = max(entry[1], score)
+                entry[2].add(record.depth)
+        record.n_answers = len(parsed.answers)
+        if parsed.answers:
+            return ANSWERED
+        if parsed.nothing_found:
+            return NOTHING_FOUND
+        return MALFORMED if parsed.problems else (CRASHED if record.exit_code else NO_ANSWER)
+
+    def _add_record(self, record: RunRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+            with open(self.work_dir / "runs.jsonl", "a") as f:  # journaled as it happens
+                f.write(json.dumps(asdict(record)) + "\n")
+
+    def _mark_not_run(self) -> None:
+        done = {(r.index, r.depth) for r in self.records()}
+        for stage in self.config.depths:
+            for index, (task_id, test_index) in enumerate(self.staged.samples):
+                if (index, stage.depth) not in done:
+                    self._add_record(RunRecord(index, stage.depth, task_id, test_index, NOT_RUN))
+
+
+def start_run(icecuber_dir, tasks: dict[str, Task], work_root, deadline=None, **options) -> IcecuberRun:
+    """Stage the tasks in a fresh folder under work_root and start the programs. Raises IcecuberUnavailable only."""
+    config = IcecuberRunConfig(Path(icecuber_dir), Path(work_root), deadline=deadline, **options)
+    return IcecuberRun(config, tasks).start()
+
+
+def candidates_to_json(tasks: dict[str, Task], per_test: dict[tuple[str, int], list[Candidate]]) -> dict:
+    """{task id: [[candidate, ...] for each test input]}: every task and test input, empty lists where none."""
+    return {tid: [[c.to_json() for c in per_test.get((tid, i), [])] for i in range(len(task.test))]
+            for tid, task in tasks.items()}

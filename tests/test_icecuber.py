@@ -254,6 +254,19 @@ def test_missing_or_unbuilt_copy_is_a_clear_error(tmp_path, small):
     assert find_program(tmp_path / "dataset") == nested / "run"
 
 
+def test_a_program_that_cannot_start_is_a_status_not_an_exception(tmp_path, small, caplog):
+    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    broken = tmp_path / "icecuber"
+    broken.mkdir()
+    (broken / "run").write_text("#!/no/such/interpreter\n")  # like a binary built for another machine
+    handle = start_run(broken, small, tmp_path / "work", depths=(3, 4), **FAST)
+    assert handle.wait(time.time() + 30)
+    assert {r.status for r in handle.records()} == {"crashed"}
+    assert all("could not start" in r.problems[0] for r in handle.records())
+    assert handle.candidates() == {}
+    assert_status_logged_for_every_task(caplog, small)
+
+
 def test_the_2020_competition_folder_would_be_read_instead(tmp_path, small, monkeypatch):
     monkeypatch.setattr(icecuber, "COMPETITION_2020_DIR", tmp_path)
     with pytest.raises(IcecuberUnavailable, match="remove the 2020 competition input"):

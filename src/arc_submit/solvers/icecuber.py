@@ -335,7 +335,13 @@ class IcecuberRun:
                 cap = None
                 if stage.time_factor is not None and index in first:
                     cap = max(cfg.min_run_s, stage.time_factor * first[index])
-                running.append(self._launch(index, stage.depth, cap))
+                try:
+                    running.append(self._launch(index, stage.depth, cap))
+                except OSError as e:  # e.g. a program built for another machine: a status, not a crash of ours
+                    task_id, test_index = self.staged.samples[index]
+                    self._add_record(RunRecord(index, stage.depth, task_id, test_index, CRASHED,
+                                               problems=[f"could not start {self.program}: {e}"]))
+                    bar.update(1)
             for run in list(running):
                 if run.popen.poll() is not None:
                     running.remove(run)
@@ -369,8 +375,13 @@ class IcecuberRun:
         task_id, test_index = self.staged.samples[index]
         record = RunRecord(index, depth, task_id, test_index)
         logs = [open(self.work_dir / "logs" / f"{index}_{depth}.{kind}", "wb") for kind in ("out", "err")]
-        popen = subprocess.Popen([str(self.program), str(index), str(depth)], cwd=self.work_dir, stdin=subprocess.DEVNULL,
-                                 stdout=logs[0], stderr=logs[1], start_new_session=True)
+        try:
+            popen = subprocess.Popen([str(self.program), str(index), str(depth)], cwd=self.work_dir,
+                                     stdin=subprocess.DEVNULL, stdout=logs[0], stderr=logs[1], start_new_session=True)
+        except OSError:
+            for f in logs:
+                f.close()
+            raise
         try:
             psutil.Process(popen.pid).nice(self.config.nice)
         except psutil.Error:

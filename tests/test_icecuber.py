@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from arc_submit.solvers import icecuber
+from arc_submit.solvers import icecuber_files
 from arc_submit.solvers.icecuber import (DepthStage, IcecuberUnavailable, candidates_to_json, find_program,
                                          start_run)
 from arc_submit.solvers.icecuber_files import parse_answer_file, parse_grid_text, read_staged_tasks, stage_tasks
@@ -268,7 +268,7 @@ def test_a_program_that_cannot_start_is_a_status_not_an_exception(tmp_path, smal
 
 
 def test_the_2020_competition_folder_would_be_read_instead(tmp_path, small, monkeypatch):
-    monkeypatch.setattr(icecuber, "COMPETITION_2020_DIR", tmp_path)
+    monkeypatch.setattr(icecuber_files, "COMPETITION_2020_DIR", tmp_path)
     with pytest.raises(IcecuberUnavailable, match="remove the 2020 competition input"):
         start_run(make_fake_icecuber(tmp_path / "icecuber"), small, tmp_path / "work")
 

@@ -32,7 +32,10 @@ import psutil
 
 from ..select import Candidate, grid_key
 from ..tasks import Task
-from .icecuber_files import COMPETITION_2020_DIR, StagedTasks, parse_answer_file, stage_tasks
+from .icecuber_files import IcecuberUnavailable, StagedTasks, find_program, parse_answer_file, stage_tasks
+
+__all__ = ["IcecuberUnavailable", "IcecuberRun", "IcecuberRunConfig", "DepthStage", "RunRecord", "start_run",
+           "candidates_to_json", "find_program"]
 
 log = logging.getLogger(__name__)
 SOLVER_NAME = "icecuber"
@@ -48,10 +51,6 @@ CRASHED, MEMORY_LIMITED, TIMED_OUT = "crashed", "memory-limited", "timed-out"
 DEADLINE, STOPPED, SKIPPED, NOT_RUN = "deadline", "stopped", "skipped", "not-run"
 ALL_STATUSES = (ANSWERED, NOTHING_FOUND, NO_ANSWER, MALFORMED, CRASHED, MEMORY_LIMITED, TIMED_OUT, DEADLINE, STOPPED,
                 SKIPPED, NOT_RUN)
-
-
-class IcecuberUnavailable(RuntimeError):
-    """No usable built copy (or the program would read the wrong tasks). The pipeline goes on without icecuber."""
 
 
 @dataclass(frozen=True)
@@ -117,28 +116,6 @@ class RunRecord:
     peak_rss_mb: float = 0.0
     n_answers: int = 0
     problems: list = field(default_factory=list)
-
-
-def find_program(icecuber_dir: Path) -> Path:
-    """The built `run` program in the folder (or one folder down, as Kaggle dataset uploads often nest)."""
-    what = ("a built copy of top-quarks/ARC-solution: the folder where `make -j` made the `run` program "
-            "(locally, or attached as a Kaggle dataset)")
-    if not icecuber_dir.is_dir():
-        raise IcecuberUnavailable(f"{icecuber_dir}: no such folder; expected {what}")
-    candidates = [icecuber_dir / "run"] + sorted(icecuber_dir.glob("*/run"))
-    program = next((p for p in candidates if p.is_file()), None)
-    if program is None:
-        built = "it holds a Makefile but was never built: run `make -j` in it" if (icecuber_dir / "Makefile").exists() \
-            else f"it holds: {', '.join(sorted(p.name for p in icecuber_dir.iterdir())[:10]) or 'nothing'}"
-        raise IcecuberUnavailable(f"{icecuber_dir}: no `run` program; {built}. Expected {what}")
-    with open(program, "rb") as f:
-        magic = f.read(4)
-    if magic != b"\x7fELF" and not magic.startswith(b"#!"):
-        raise IcecuberUnavailable(f"{program}: not a program (starts with {magic!r}); build it with `make -j`")
-    if COMPETITION_2020_DIR.is_dir():
-        raise IcecuberUnavailable(f"{COMPETITION_2020_DIR} exists and the icecuber program reads that folder instead "
-                                  f"of the staged tasks; remove the 2020 competition input from the notebook")
-    return program
 
 
 def _tree_rss(proc: psutil.Process) -> int:

@@ -1,4 +1,4 @@
-"""The file contract of the 2020 icecuber program: where it reads tasks, what its answer files hold.
+"""The file contract of the 2020 icecuber program: the built copy, where it reads tasks, what its answers hold.
 
 What the built `run` program does (read from the public top-quarks/ARC-solution sources, not copied):
 - It reads every `*.json` file of `./dataset/test/` (relative to its working folder), unless the 2020
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import re
@@ -31,7 +30,6 @@ import numpy as np
 from ..fileio import write_json_atomic, write_text_atomic
 from ..tasks import Grid, Task
 
-log = logging.getLogger(__name__)
 
 TASKS_SUBDIR = Path("dataset") / "test"  # relative to the working folder the program runs in
 ANSWERS_SUBDIR = Path("output")
@@ -42,6 +40,32 @@ NOTHING_FOUND_SCORE = -1.0  # with a 1x1 black grid: the program's placeholder w
 
 _HEADER = re.compile(r"([a-z0-9]{8})_(\d+)")
 _GRID = re.compile(r"\|(?:[0-9]+\|)+")
+
+
+class IcecuberUnavailable(RuntimeError):
+    """No usable built copy (or the program would read the wrong tasks). The pipeline goes on without icecuber."""
+
+
+def find_program(icecuber_dir: Path) -> Path:
+    """The built `run` program in the folder (or one folder down, as Kaggle dataset uploads often nest)."""
+    what = ("a built copy of top-quarks/ARC-solution: the folder where `make -j` made the `run` program "
+            "(locally, or attached as a Kaggle dataset)")
+    if not icecuber_dir.is_dir():
+        raise IcecuberUnavailable(f"{icecuber_dir}: no such folder; expected {what}")
+    candidates = [icecuber_dir / "run"] + sorted(icecuber_dir.glob("*/run"))
+    program = next((p for p in candidates if p.is_file()), None)
+    if program is None:
+        built = "it holds a Makefile but was never built: run `make -j` in it" if (icecuber_dir / "Makefile").exists() \
+            else f"it holds: {', '.join(sorted(p.name for p in icecuber_dir.iterdir())[:10]) or 'nothing'}"
+        raise IcecuberUnavailable(f"{icecuber_dir}: no `run` program; {built}. Expected {what}")
+    with open(program, "rb") as f:
+        magic = f.read(4)
+    if magic != b"\x7fELF" and not magic.startswith(b"#!"):
+        raise IcecuberUnavailable(f"{program}: not a program (starts with {magic!r}); build it with `make -j`")
+    if COMPETITION_2020_DIR.is_dir():
+        raise IcecuberUnavailable(f"{COMPETITION_2020_DIR} exists and the icecuber program reads that folder instead "
+                                  f"of the staged tasks; remove the 2020 competition input from the notebook")
+    return program
 
 
 def answer_file_name(index: int, depth: int) -> str:

@@ -163,12 +163,41 @@ def cmd_icecuber(args) -> int:
     return EXIT_OK
 
 
+def add_execute(sub):
+    p = sub.add_parser("execute", help="run generated programs (JSONL task_id + code) sandboxed on their tasks")
+    p.add_argument("programs", help='a JSONL file, one {"task_id": ..., "code": ...} per line')
+    p.add_argument("--challenges", required=True, help=SOURCE_HELP)
+    p.add_argument("--solutions", help="test outputs, to count programs that reproduce them (default: the "
+                                       "sibling *_solutions.json, or the dataset's own)")
+    p.add_argument("--library", help="folder of modules programs may import (BARC: the one with common.py)")
+    p.add_argument("--entry", default="transform", help="the function each program defines (BARC: main)")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds per program on all its task's inputs")
+    p.add_argument("--memory-mb", type=int, default=1024, help="memory a program may allocate")
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: the usable CPUs)")
+    p.add_argument("--out", required=True, help="results JSONL")
+
+
+def cmd_execute(args) -> int:
+    from .execution import ExecutionSettings
+    from .program_runs import run_programs_file
+
+    tasks = load_tasks(args.challenges, solutions=args.solutions)
+    settings = ExecutionSettings(entry=args.entry, library_dir=args.library, timeout_s=args.timeout,
+                                 memory_mb=args.memory_mb, workers=args.workers)
+    summary = run_programs_file(args.programs, tasks, args.out, settings)
+    for line in summary.lines():
+        print(line)
+    print(f"results: {args.out}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": (add_run, cmd_run),
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),
     "tasks": (add_tasks, cmd_tasks),
     "icecuber": (add_icecuber, cmd_icecuber),
+    "execute": (add_execute, cmd_execute),
 }
 
 

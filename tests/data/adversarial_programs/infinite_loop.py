@@ -1,0 +1,4 @@
+# expect: timeout
+def transform(grid):
+    while True:
+        pass

@@ -1,0 +1,6 @@
+# expect: crashed
+import os
+
+
+def transform(grid):
+    os._exit(3)

@@ -1,0 +1,6 @@
+# expect: exception
+import sys
+
+
+def transform(grid):
+    sys.exit(0)

@@ -166,7 +166,7 @@ def test_hang_past_a_stage_time_cap_is_timed_out(tmp_path, small):
                                   depths=(3, DepthStage(23, time_factor=1.0)), min_run_s=1.0)
     assert finished
     assert {r.status for r in handle.records() if r.depth == 23} == {"timed-out"}
-    assert all(1.0 <= r.seconds < 3.0 for r in handle.records() if r.depth == 23)
+    assert all(1.0 <= r.seconds < 10.0 for r in handle.records() if r.depth == 23)
     assert {r.status for r in handle.records() if r.depth == 3} == {"answered"}
     assert len(handle.candidates()) == sum(len(t.test) for t in small.values())
     assert_nothing_left_behind(handle)

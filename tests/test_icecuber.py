@@ -250,6 +250,12 @@ def test_missing_or_unbuilt_copy_is_a_clear_error(tmp_path, small):
     (source_only / "run").write_text("not a program")
     with pytest.raises(IcecuberUnavailable, match="not a program"):
         find_program(source_only)
+    fake = make_fake_icecuber(tmp_path / "icecuber")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(IcecuberUnavailable, match="cannot prepare an icecuber work folder"):
+        start_run(fake, small, tmp_path / "a-file" / "work")
+    with pytest.raises(ValueError, match=r"\['depth'\] do not exist"):
+        start_run(fake, small, tmp_path / "work", depth=3)
     nested = make_fake_icecuber(tmp_path / "dataset" / "ARC-solution")  # a Kaggle upload one folder deeper
     assert find_program(tmp_path / "dataset") == nested / "run"
 

@@ -422,9 +422,21 @@ class IcecuberRun:
 
 
 def start_run(icecuber_dir, tasks: dict[str, Task], work_root, deadline=None, **options) -> IcecuberRun:
-    """Stage the tasks in a fresh folder under work_root and start the programs. Raises IcecuberUnavailable only."""
+    """Stage the tasks in a fresh folder under work_root and start the programs.
+
+    Raises IcecuberUnavailable (no usable built copy, or no writable work folder: the caller goes on without
+    icecuber) or ValueError (an option that does not exist or makes no sense: a configuration mistake).
+    """
+    known = {f for f in IcecuberRunConfig.__dataclass_fields__} - {"icecuber_dir", "work_root", "deadline"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"icecuber options {unknown} do not exist; known: {sorted(known)}")
     config = IcecuberRunConfig(Path(icecuber_dir), Path(work_root), deadline=deadline, **options)
-    return IcecuberRun(config, tasks).start()
+    try:
+        return IcecuberRun(config, tasks).start()
+    except OSError as e:
+        raise IcecuberUnavailable(f"{work_root}: cannot prepare an icecuber work folder there ({e}); "
+                                  f"give a writable folder (on Kaggle, under /kaggle/working or /tmp)") from e
 
 
 def candidates_to_json(tasks: dict[str, Task], per_test: dict[tuple[str, int], list[Candidate]]) -> dict:

@@ -155,6 +155,7 @@ class EngineSettings:
     fast_inference: bool = True  # unsloth: sample through its built-in vLLM when vllm is importable
     adapter_dir: str | None = None  # where adapters are saved for vllm; None: a temp folder
     train_model: str | None = None  # vllm: the HF copy to train on; None: same folder as model
+    vllm_options: dict = field(default_factory=dict)  # vllm: more LLM(...) arguments (quantization, load_format, ...)
     seed: int = 0
 
     @classmethod

@@ -244,6 +244,12 @@ class HFEngine:
         self.adapters[adapter.name] = saved
         return saved
 
+    def unload_adapter(self, name: str) -> None:
+        """Free the adapter's weights here but keep its saved folder (another engine serves it from disk)."""
+        self.adapters.pop(name, None)
+        if self.peft_model is not None and name in self.peft_model.peft_config:
+            self.peft_model.delete_adapter(name)
+
     def delete_adapter(self, adapter: Adapter | str) -> None:
         name = adapter if isinstance(adapter, str) else adapter.name
         known = self.adapters.pop(name, None)

@@ -148,3 +148,17 @@ def resolve_model(model: str, cache_dir: str | os.PathLike | None = None) -> str
         raise FileNotFoundError(f"model folder {model!r} does not exist; attach the model as a Kaggle input and "
                                 f"give its path (weights are never downloaded at run time), or use 'tiny'")
     return model
+
+
+def pad_tokenizer_vocab(tokenizer_dir: str | os.PathLike, vocab_size: int) -> None:
+    """Grow a saved tiny tokenizer's vocabulary to `vocab_size` entries with filler tokens, so a model of a real
+    shape (Qwen2.5: 151,936; Llama-3: 128,256) can decode every id it samples. Fillers are never produced by
+    encoding (no merge makes them); they decode to short ASCII strings."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    vocab = spec["model"]["vocab"]
+    taken = set(vocab.values()) | {t["id"] for t in spec.get("added_tokens", [])}
+    for i in range(vocab_size):
+        if i not in taken:
+            vocab[f"x{i}"] = i
+    path.write_text(json.dumps(spec))

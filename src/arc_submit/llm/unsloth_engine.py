@@ -1,0 +1,176 @@
+"""unsloth: training and sampling share one resident model per GPU (no second copy of the weights).
+
+The model is loaded once with `FastLanguageModel.from_pretrained` (with `fast_inference=True` when vllm is
+importable, so sampling runs through the vLLM engine unsloth starts inside the same process on the same
+weights) and wrapped once with `get_peft_model` at the first adapter. unsloth keeps one LoRA per model, so a
+new task does not add an adapter: it re-initialises that LoRA in place (A from the task's seed, B = 0, so it
+starts as the base model), builds a fresh optimizer, and trains. The model, the peft wrapping and the
+tokenizer stay warm between tasks: no per-task model load. Consequences:
+- the LoRA rank and target modules are fixed by the first adapter (a different one raises ValueError);
+- with fast_inference, each trained adapter is also saved to disk so earlier tasks' adapters stay usable for
+  sampling (vLLM LoRARequest); without it, only the latest adapter can be sampled from (an older handle
+  raises KeyError naming it).
+Training itself is the shared loop in training.py (completion-only loss, deadline between steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
+from .hf_engine import HFEngine, pick_device_and_dtype
+from .tiny import resolve_model
+from .training import prompt_ids, run_training, tokenize_pair
+
+log = logging.getLogger(__name__)
+
+MISSING_UNSLOTH = ("unsloth is not installed, so engine 'unsloth' cannot start: pip install 'arc-submit[gpu]' (or, "
+                   "offline, the wheels dataset), or use engine kind 'vllm' or 'hf'")
+
+
+def import_unsloth():
+    try:
+        import unsloth  # noqa: F401  (must come before transformers/peft are used: it patches them)
+        from unsloth import FastLanguageModel
+    except ImportError as e:
+        raise ImportError(f"{MISSING_UNSLOTH} ({e})") from e
+    except NotImplementedError as e:  # unsloth raises this on a machine without a supported GPU
+        raise ImportError(f"unsloth cannot start here: {e}; use engine kind 'hf'") from e
+    return FastLanguageModel
+
+
+class UnslothEngine(HFEngine):
+    name = "unsloth"
+
+    def __init__(self, settings: EngineSettings | None = None):
+        settings = settings or EngineSettings()
+        apply_memory_environment(settings)
+        FastLanguageModel = import_unsloth()
+        self._fast = FastLanguageModel
+        t0 = time.time()
+        path = resolve_model(settings.model)
+        self.fast_inference = bool(settings.fast_inference and importlib.util.find_spec("vllm"))
+        _, dtype = pick_device_and_dtype(settings)
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=path, max_seq_length=settings.max_model_len, dtype=dtype, load_in_4bit=settings.load_in_4bit,
+            fast_inference=self.fast_inference, gpu_memory_utilization=settings.gpu_memory_utilization,
+            max_lora_rank=settings.max_lora_rank, local_files_only=True)
+        super().__init__(settings, model=model, tokenizer=tokenizer)
+        self._lora_shape: tuple | None = None  # (rank, alpha, targets) of the one resident LoRA
+        self._live: str | None = None  # the adapter whose weights are in the LoRA now
+        self._saved_dir = Path(settings.adapter_dir or tempfile.mkdtemp(prefix="arc-unsloth-adapters-"))
+        self._lora_ids = itertools.count(1)
+        self._request_ids: dict[str, int] = {}
+        log.info("unsloth engine: %s in %.1fs (fast_inference=%s)", path, time.time() - t0, self.fast_inference)
+
+    # --- adapters: one resident LoRA, re-initialised per task ------------------------------------------
+
+    def _fresh_lora(self, name: str, settings: TrainSettings):
+        import torch
+
+        shape = (settings.lora_rank, settings.lora_alpha, tuple(settings.target_modules))
+        torch.manual_seed(settings.seed)
+        if self.peft_model is None:
+            self.peft_model = self._fast.get_peft_model(
+                self.model, r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                target_modules=list(settings.target_modules), bias="none",
+                use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
+                random_state=settings.seed, max_seq_length=self.settings.max_model_len)
+            self._lora_shape = shape
+        elif shape != self._lora_shape:
+            raise ValueError(f"adapter {name!r}: unsloth keeps one LoRA per model, created with rank/alpha/targets "
+                             f"{self._lora_shape}; this task asks for {shape}. Use the same LoRA settings for every task")
+        else:
+            from peft.tuners.lora import LoraLayer
+
+            for module in self.peft_model.modules():
+                if isinstance(module, LoraLayer):
+                    for adapter_name in module.lora_A:
+                        module.reset_lora_parameters(adapter_name, True)  # A: kaiming from the seed, B: zeros
+        self._fast.for_training(self.peft_model)
+
+    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+                      deadline=None) -> Adapter:
+        t0 = time.time()
+        self._check_open()
+        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in examples]
+        fitting = [t for t in tokenized if len(t.input_ids) <= settings.max_seq_len]
+        if not fitting:
+            raise ValueError(f"adapter {name!r}: none of the {len(tokenized)} training examples fits max_seq_len="
+                             f"{settings.max_seq_len}; raise max_seq_len or shorten prompts")
+        self._forget(name)
+        if self._live is not None and not self.fast_inference:
+            self.adapters.pop(self._live, None)  # its weights are about to be overwritten
+        self._fresh_lora(name, settings)
+        self._live = name
+        setup_s = time.time() - t0
+        result = run_training(self.peft_model, fitting, settings, self.tokenizer.pad_token_id, self.device,
+                              deadline, progress_name=name)
+        self._fast.for_inference(self.peft_model)
+        path = None
+        if self.fast_inference:  # earlier tasks' adapters stay servable from disk through vLLM
+            path = self._saved_dir / name
+            self.peft_model.save_pretrained(str(path))
+            self._request_ids[name] = next(self._lora_ids)
+        adapter = Adapter(name=name, path=path, rank=settings.lora_rank, steps=result.steps,
+                          examples_seen=result.examples_seen, losses=tuple(result.losses),
+                          stopped_by_deadline=result.stopped_by_deadline, setup_s=setup_s, train_s=result.train_s,
+                          dropped_examples=len(tokenized) - len(fitting))
+        self.adapters[name] = adapter
+        return adapter
+
+    def _active(self, adapter: Adapter | None):
+        import contextlib
+
+        if adapter is None:
+            if self.peft_model is None:
+                return self.model, contextlib.nullcontext()
+            return self.peft_model, self.peft_model.disable_adapter()
+        if adapter.name not in self.adapters or (adapter.name != self._live and not self.fast_inference):
+            raise KeyError(f"adapter {adapter.name!r} is not loaded: unsloth keeps only the latest task's LoRA "
+                           f"(now {self._live!r}) unless fast_inference serves saved ones")
+        return self.peft_model, contextlib.nullcontext()
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling,
+                 adapter: Adapter | None = None) -> list[list[Generation]]:
+        if not self.fast_inference:
+            return super().generate(prompts, sampling, adapter)
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        self._check_open()
+        request = None
+        if adapter is not None:
+            if adapter.name not in self._request_ids:
+                raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine")
+            request = LoRARequest(adapter.name, self._request_ids[adapter.name], str(self.adapters[adapter.name].path))
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_tokens, seed=sampling.seed,
+                                logprobs=0 if sampling.logprobs else None, stop=list(sampling.stop) or None)
+        inputs = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
+        outputs = self.model.fast_generate(inputs, sampling_params=params, lora_request=request, use_tqdm=False)
+        return [[Generation(c.text, len(c.token_ids), c.finish_reason == "stop",
+                            c.cumulative_logprob if sampling.logprobs else None, tuple(c.token_ids))
+                 for c in out.outputs] for out in outputs]
+
+    def _forget(self, name: str):
+        known = self.adapters.pop(name, None)
+        self._request_ids.pop(name, None)
+        if known is not None and known.path is not None:
+            shutil.rmtree(known.path, ignore_errors=True)
+
+    def delete_adapter(self, adapter: Adapter | str) -> None:
+        # The resident LoRA is not removed (the next task re-initialises it); its handle and files go.
+        self._forget(adapter if isinstance(adapter, str) else adapter.name)
+
+    def close(self) -> None:
+        shutil.rmtree(self._saved_dir, ignore_errors=True)
+        super().close()

@@ -1,0 +1,207 @@
+"""vLLM for sampling, with per-task LoRA adapters trained by peft on a separate transformers copy of the weights.
+
+Why a separate copy for training: vLLM's weights live in its own fused, inference-only layout inside its
+engine; they cannot be trained. Training through peft on a transformers copy of the same folder (loaded the
+first time an adapter is trained, on the same GPU) keeps one process per GPU, needs no unsloth, and costs
+one more copy of the weights in GPU memory (1 GB for a 0.5B model, 16 GB for an 8B one in bf16): leave room
+for it with `gpu_memory_utilization` (vLLM takes that share of the GPU at start; the trainer lives in the
+rest). The adapter is written to disk in peft format and handed to vLLM as a `LoRARequest` with an id used
+for nothing else, so vLLM never serves a previous task's weights from its LoRA cache. unsloth_engine is the
+alternative that shares one copy of the weights between training and vLLM sampling.
+
+Host RAM: older vLLM versions take `swap_space` (GiB of pinned host RAM per GPU, 4 by default) and we pass
+0; vLLM 0.11+ has no such argument (V1 recomputes preempted sequences), so it is detected, not assumed. KV and
+weight offloading to the CPU (`kv_offloading_size`, `cpu_offload_gb`) stay off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import inspect
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
+from .tiny import resolve_model
+from .training import prompt_ids, tokenize_pair
+
+log = logging.getLogger(__name__)
+
+MISSING_VLLM = ("vllm is not installed, so engine 'vllm' cannot start: pip install 'arc-submit[gpu]' (or, offline, "
+                "the wheels dataset: see kaggle/ and shared GPU notes), or use engine kind 'hf'")
+
+
+def import_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"{MISSING_VLLM} ({e})") from e
+    return vllm
+
+
+def accepted_engine_args(vllm) -> set[str]:
+    """Names the installed vLLM's LLM(...) really uses: EngineArgs fields plus LLM's own named parameters.
+
+    (vLLM 0.25's LLM still swallows `swap_space` through **kwargs with a deprecation warning; EngineArgs
+    no longer has it, so it counts as not accepted.)"""
+    from vllm.engine.arg_utils import EngineArgs
+
+    names = {f.name for f in dataclasses.fields(EngineArgs)}
+    names |= {n for n, p in inspect.signature(vllm.LLM.__init__).parameters.items() if p.kind != p.VAR_KEYWORD}
+    return names - {"self"}
+
+
+def llm_kwargs(settings: EngineSettings, model_path: str, accepted: set[str]) -> dict:
+    """The LLM(...) arguments for these settings, keeping only what this vLLM version accepts."""
+    wanted = dict(
+        model=model_path, tokenizer=model_path, dtype="auto" if settings.dtype == "auto" else settings.dtype,
+        seed=settings.seed, gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_model_len=settings.max_model_len, enforce_eager=settings.enforce_eager,
+        enable_prefix_caching=settings.enable_prefix_caching, enable_lora=True,
+        max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras, max_num_seqs=settings.max_num_seqs,
+        swap_space=settings.swap_space,  # only where accepted: older versions pin 4 GiB of host RAM per GPU
+        cpu_offload_gb=0)  # weights stay on the GPU: offloading pins host RAM
+    wanted.update(settings.vllm_options)
+    kwargs = {k: v for k, v in wanted.items() if k in accepted}
+    skipped = sorted(set(wanted) - set(kwargs))
+    if skipped:
+        log.info("vllm: this version takes no %s; left out", ", ".join(skipped))
+    return kwargs
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, settings: EngineSettings | None = None):
+        self.settings = settings or EngineSettings()
+        apply_memory_environment(self.settings)
+        # A sampler JIT (FlashInfer) hung the first generate on our test machines; the PyTorch sampler is fine.
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        vllm = import_vllm()
+        t0 = time.time()
+        self.model_path = resolve_model(self.settings.model)
+        self.kwargs = llm_kwargs(self.settings, self.model_path, accepted_engine_args(vllm))
+        self.llm = vllm.LLM(**self.kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._vllm = vllm
+        self.trainer = None  # an HFEngine on the training copy, made at the first train_adapter
+        self.adapters: dict[str, Adapter] = {}
+        self._lora_ids: dict[str, int] = {}
+        self._next_id = itertools.count(1)
+        self.adapter_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-vllm-adapters-"))
+        self._own_adapter_dir = self.settings.adapter_dir is None
+        self._closed = False
+        log.info("vllm engine: %s in %.1fs (vllm %s; %s)", self.model_path, time.time() - t0, vllm.__version__,
+                 ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("model", "tokenizer")))
+
+    def _lora_request(self, adapter: Adapter | None):
+        if adapter is None:
+            return None
+        if adapter.name not in self.adapters:
+            raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine (deleted, or trained elsewhere)")
+        from vllm.lora.request import LoRARequest
+
+        current = self.adapters[adapter.name]
+        return LoRARequest(current.name, self._lora_ids[current.name], str(current.path))
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling,
+                 adapter: Adapter | None = None) -> list[list[Generation]]:
+        self._check_open()
+        params = self._vllm.SamplingParams(
+            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+            seed=sampling.seed, logprobs=0 if sampling.logprobs else None, stop=list(sampling.stop) or None)
+        # Token ids, not text: the same tokenisation as training and the hf engine (BOS handling included).
+        inputs = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
+        outputs = self.llm.generate(inputs, params, lora_request=self._lora_request(adapter), use_tqdm=False)
+        results = []
+        for out in outputs:
+            results.append([Generation(text=c.text, n_tokens=len(c.token_ids),
+                                       finished=c.finish_reason == "stop",
+                                       cumulative_logprob=c.cumulative_logprob if sampling.logprobs else None,
+                                       token_ids=tuple(c.token_ids)) for c in out.outputs])
+        return results
+
+    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+        """Sum of log p(completion + EOS | prompt), from vLLM's prompt log-probs (one prefill, one token out)."""
+        self._check_open()
+        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in pairs]
+        params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
+        outputs = self.llm.generate([{"prompt_token_ids": t.input_ids} for t in tokenized], params,
+                                    lora_request=self._lora_request(adapter), use_tqdm=False)
+        scores = []
+        for t, out in zip(tokenized, outputs):
+            total = 0.0
+            for pos in range(t.n_prompt, len(t.input_ids)):
+                total += out.prompt_logprobs[pos][t.input_ids[pos]].logprob
+            scores.append(total)
+        return scores
+
+    def _trainer(self):
+        if self.trainer is None:
+            from .hf_engine import HFEngine
+
+            train_path = self.settings.train_model or self.model_path
+            self.trainer = HFEngine(dataclasses.replace(self.settings, model=train_path, device="cuda"))
+        return self.trainer
+
+    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+                      deadline=None) -> Adapter:
+        self._check_open()
+        if settings.lora_rank > self.settings.max_lora_rank:
+            raise ValueError(f"adapter {name!r}: lora_rank {settings.lora_rank} exceeds the engine's max_lora_rank "
+                             f"{self.settings.max_lora_rank}; raise max_lora_rank in the engine options")
+        self.delete_adapter(name)
+        trainer = self._trainer()
+        trained = trainer.train_adapter(name, examples, settings, deadline)
+        t0 = time.time()
+        saved = trainer.save_adapter(trained, self.adapter_dir)
+        trainer.unload_adapter(name)  # vLLM serves it from disk; free the training copy's LoRA weights
+        adapter = dataclasses.replace(saved, setup_s=saved.setup_s + time.time() - t0)
+        self.adapters[name] = adapter
+        self._lora_ids[name] = next(self._next_id)  # a new id: vLLM's LoRA cache never returns old weights
+        return adapter
+
+    def delete_adapter(self, adapter: Adapter | str) -> None:
+        name = adapter if isinstance(adapter, str) else adapter.name
+        known = self.adapters.pop(name, None)
+        lora_id = self._lora_ids.pop(name, None)
+        if lora_id is not None and not self._closed:
+            try:
+                self.llm.llm_engine.remove_lora(lora_id)
+            except Exception as e:  # not loaded yet (never sampled with) or an older API: nothing to free
+                log.debug("vllm remove_lora(%s): %s", lora_id, e)
+        if known is not None and known.path is not None:
+            shutil.rmtree(known.path, ignore_errors=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(prompt_ids(self.tokenizer, text))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.trainer is not None:
+            self.trainer.close()
+            self.trainer = None
+        self.llm = None
+        if self._own_adapter_dir:
+            shutil.rmtree(self.adapter_dir, ignore_errors=True)
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("this engine was closed; create a new one")

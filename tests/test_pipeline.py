@@ -88,7 +88,10 @@ def test_worker_killed_mid_task_is_retried_on_another(tmp_path):
     rec = collect(journal_dir)[victim_task]
     killed = [e for e in rec.events if e["event"] == "killed"]
     assert len(killed) == 1 and killed[0]["retried"] is True
-    assert rec.status == "done" and len(rec.workers) == 2  # solved by the other worker on its retry
+    starts = [e for e in rec.events if e["event"] == "start"]
+    # Retried in another process: a surviving worker, or the killed one's restart, whichever pulled it first.
+    assert rec.status == "done" and len(starts) == 2 and starts[0]["pid"] != starts[1]["pid"]
+    assert starts[1]["attempt"] == 1
     assert result.score.score == 1.0
     assert not no_workers_left()
 
@@ -152,3 +155,47 @@ def test_queue_keeps_four_workers_busy(tmp_path):
     total = sum(e["seconds"] for e in events if e["event"] == "done")
     makespan = max(ends) - min(starts)
     assert makespan <= 1.1 * total / 4, (makespan, total)
+
+
+def _fake_icecuber(folder, **behaviour):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_icecuber import make_fake_icecuber  # the TEST DOUBLE of the built program, as in test_icecuber
+
+    return make_fake_icecuber(folder, **behaviour)
+
+
+def test_icecuber_candidates_join_the_llm_ones(tmp_path):
+    """icecuber's top answer (the double answers the test input) lands next to the solver's answers."""
+    ice = _fake_icecuber(tmp_path / "ice", default="normal")
+    config = make_config(tmp_path, n_tasks=3, options={"sleep_s": 0.2},
+                         priority=["icecuber", "double"])
+    config.icecuber.dir, config.icecuber.options = str(ice), {"depths": [3], "processes": 2}
+    result = run(config)
+    sub = check_valid_and_complete(result, 3)
+    tasks = load_tasks(DATASET, limit=3)
+    for tid, task in tasks.items():
+        for i, ex in enumerate(task.test):  # icecuber first by priority, the double's true answer second
+            assert sub[tid][i] == {"attempt_1": ex.input.tolist(), "attempt_2": ex.output.tolist()}
+    assert (tmp_path / "run" / "journals" / "journal-icecuber.jsonl").exists()
+
+
+def test_icecuber_crashing_costs_nothing_but_its_answers(tmp_path):
+    ice = _fake_icecuber(tmp_path / "ice", default="crash")
+    config = make_config(tmp_path, n_tasks=3, options={"sleep_s": 0.2})
+    config.icecuber.dir, config.icecuber.options = str(ice), {"depths": [3], "processes": 2}
+    result = run(config)
+    check_valid_and_complete(result, 3)
+    assert result.score.score == 1.0
+    statuses = [e for e in read_events(tmp_path / "run" / "journals") if e["event"] == "icecuber-status"]
+    assert len(statuses) == 3 and all("crashed" in e["status"] for e in statuses)
+
+
+def test_missing_icecuber_is_a_warning_not_a_crash(tmp_path, caplog):
+    config = make_config(tmp_path, n_tasks=2)
+    config.icecuber.dir = str(tmp_path)  # exists, but holds no built program
+    result = run(config)
+    check_valid_and_complete(result, 2)
+    assert "icecuber unavailable, continuing without it" in caplog.text

@@ -46,7 +46,7 @@ class RunConfig:
     max_task_s: float | None = None  # cap on one task's share of the time
     workers: int | None = None  # None: one per visible GPU, or cpu_workers on a machine without one
     cpu_workers: int = 2
-    ram_ceiling_gb: float | None = None  # host RAM the whole run may use; None: 90% of the machine
+    ram_ceiling_gb: float | None = None  # host RAM the workers may use together; None: 90% of the machine less icecuber's
     priority: list = field(default_factory=lambda: ["transduction", "induction", "icecuber"])
     skip_invalid: bool = False
     retry_killed: bool = True  # a task whose worker died is retried once on another worker

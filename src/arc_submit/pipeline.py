@@ -59,6 +59,18 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in sorted(gpu_memory_used_mib())]
 
 
+def worker_ram_ceiling(config: RunConfig, total_bytes: int) -> float:
+    """Host RAM the workers together may use: ram_ceiling_gb, or 90% of the machine less icecuber's share
+    (its own ceiling: icecuber.options.ram_ceiling_gb, by default half the machine) when icecuber runs."""
+    if config.ram_ceiling_gb:
+        return config.ram_ceiling_gb * GIB
+    icecuber_share = 0.0
+    if config.icecuber.dir is not None:
+        ice_gb = config.icecuber.options.get("ram_ceiling_gb")
+        icecuber_share = ice_gb * GIB if ice_gb else total_bytes / 2
+    return max(0.9 * total_bytes - icecuber_share, 0.25 * total_bytes)
+
+
 def _log_to_file(out_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(out_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -68,7 +80,7 @@ def _log_to_file(out_dir: Path) -> logging.Handler:
     return handler
 
 
-def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadline, out_dir: Path, monitor):
+def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadline, out_dir: Path):
     """A running icecuber handle, or None (not configured, or unusable: the run goes on without it)."""
     if config.icecuber.dir is None:
         return None
@@ -76,11 +88,9 @@ def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadlin
 
     try:
         run = icecuber.start_run(config.icecuber.dir, tasks, out_dir / "icecuber", deadline, **config.icecuber.options)
-    except icecuber.IcecuberUnavailable as e:
+    except (icecuber.IcecuberUnavailable, ValueError, TypeError) as e:  # TypeError/ValueError: bad options
         log.warning("icecuber unavailable, continuing without it: %s", e)
         return None
-    if monitor is not None and getattr(run, "pid", None):
-        monitor.watch("icecuber", run.pid)
     return run
 
 
@@ -97,7 +107,7 @@ def _finish_icecuber(run, journal_dir: Path) -> None:
     with Journal(journal_dir, "icecuber") as journal:
         for (task_id, test_index), cands in sorted(per_test.items()):
             journal.candidates(task_id, test_index, cands)
-        for task_id, status in sorted(getattr(run, "statuses", lambda: {})().items()):
+        for task_id, status in sorted(run.statuses().items()):
             journal.write("icecuber-status", task_id, status=status)
 
 
@@ -133,12 +143,11 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path, j
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
     worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
-    monitor.watch("main", os.getpid())
+    monitor.watch("main", os.getpid())  # with icecuber's processes, which are its children
     import psutil
 
-    ceiling = (config.ram_ceiling_gb * GIB if config.ram_ceiling_gb
-               else 0.9 * psutil.virtual_memory().total)
-    ice = _start_icecuber(config, tasks, deadline, out_dir, monitor)
+    ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
+    ice = _start_icecuber(config, tasks, deadline, out_dir)
 
     if order:
         pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor)
@@ -148,7 +157,10 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path, j
             done = len(order) - len(p.queued) - sum(s.task_id is not None for s in p.slots)
             bar.update(max(done - bar.n, 0))
             sample = monitor.samples[-1] if monitor.samples else None
-            if sample is not None and sum(sample.tree_rss.values()) > ceiling:
+            # Only the workers count here: icecuber (under 'main') enforces its own ceiling, and a GPU worker
+            # must never die for memory icecuber uses.
+            workers_rss = sum(v for k, v in sample.tree_rss.items() if k.startswith("worker-")) if sample else 0
+            if workers_rss > ceiling:
                 victim = p.largest_worker()
                 if victim is not None and victim.task_id is not None:
                     log.warning("RAM ceiling %.1f GiB reached: killing worker %d", ceiling / GIB, victim.worker_id)

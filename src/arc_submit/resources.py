@@ -19,19 +19,17 @@ log = logging.getLogger(__name__)
 GIB = 1024 ** 3
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (0 if it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for p in procs:
+def tree_rss(pid: int, skip: frozenset[int] = frozenset()) -> int:
+    """Resident bytes of a process and its descendants, leaving out the subtrees rooted at `skip` pids
+    (so a parent and its separately watched children are each counted once). 0 if it is gone."""
+    total, stack = 0, [pid]
+    while stack:
         try:
-            total += p.memory_info().rss
+            proc = psutil.Process(stack.pop())
+            total += proc.memory_info().rss
+            stack.extend(c.pid for c in proc.children() if c.pid not in skip)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
+            continue
     return total
 
 
@@ -85,8 +83,9 @@ class ResourceMonitor:
     def sample(self) -> Sample:
         with self._lock:
             pids = dict(self._pids)
-        s = Sample(time.time(), psutil.virtual_memory().available, {n: tree_rss(p) for n, p in pids.items()},
-                   gpu_memory_used_mib() if self.gpu else {})
+        roots = frozenset(pids.values())
+        s = Sample(time.time(), psutil.virtual_memory().available,
+                   {n: tree_rss(p, roots - {p}) for n, p in pids.items()}, gpu_memory_used_mib() if self.gpu else {})
         with self._lock:
             self.samples.append(s)
         return s

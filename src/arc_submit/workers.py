@@ -49,9 +49,10 @@ def make_engine(config: RunConfig, device: str):
     """The engine named in config, loaded once per worker (None when the solver needs no model)."""
     if config.engine.kind == "none":
         return None
-    from .llm import load_engine
+    from .llm import make_engine as make_llm_engine
 
-    return load_engine(config.engine, device=device, seed=config.seed)
+    options = {"device": device, "seed": config.seed, **config.engine.options}
+    return make_llm_engine(config.engine.kind, config.engine.model, **options)
 
 
 def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[str, Task], journal_dir: str,
@@ -80,7 +81,8 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
             remaining.value -= 1
             tasks_left = remaining.value + 1  # this one included
         task_deadline = allot_task_deadline(run_deadline, n_workers, tasks_left, config.max_task_s)
-        journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2))
+        journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2),
+                      pid=os.getpid())
         status.send(("start", task_id, task_deadline.at))
         started = time.time()
         try:

@@ -164,6 +164,9 @@ def measure_training(engine, tokenizer) -> dict:
 
 
 def run_one(shape: str, engine_kind: str, root: Path) -> dict:
+    from arc_submit.llm.engine import EngineSettings, apply_memory_environment
+
+    apply_memory_environment(EngineSettings())  # before CUDA starts, or the allocator ignores it
     import torch
 
     folder = model_folder(shape, root)
@@ -207,7 +210,10 @@ def run_one(shape: str, engine_kind: str, root: Path) -> dict:
         from arc_submit.llm.hf_engine import HFEngine
         import transformers
 
-        settings = EngineSettings(model=str(folder), device="cuda", max_batch_sequences=512)
+        # transformers prefills every sample's copy of the prompt: 512 copies of an 8B prefill do not fit at once.
+        batch = 512 if shape in SAVED_WEIGHTS else 128
+        settings = EngineSettings(model=str(folder), device="cuda", max_batch_sequences=batch)
+        result["max_batch_sequences"] = batch
         if shape in SAVED_WEIGHTS:
             engine = HFEngine(settings)
         else:

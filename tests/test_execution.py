@@ -14,7 +14,7 @@ import pytest
 from arc_submit import cli
 from arc_submit.execution import (ERROR_CLASSES, ExecutionError, Executor, error_counts, execute,
                                   group_by_behaviour)
-from arc_submit.sandbox import landlock_abi
+from arc_submit.landlock import landlock_abi
 
 DATA = Path(__file__).parent / "data"
 CORPUS = sorted((DATA / "adversarial_programs").glob("*.py"))
@@ -49,23 +49,32 @@ def descendants_of_sessions(sids: set[int]) -> list[psutil.Process]:
 
 
 def program_processes(executor: Executor) -> list[psutil.Process]:
-    """Processes other than the zygotes themselves: children a program left behind (none allowed)."""
-    zygotes = {z.process.pid for z in executor._zygotes}
-    leftovers = []
-    for p in descendants_of_sessions(zygotes):
-        if p.pid not in zygotes:
-            leftovers.append(p)
+    """Processes other than the workers (zygotes and their idle runners): what programs left behind."""
+    workers = {z.process.pid for z in executor._zygotes}
+    for z in executor._zygotes:  # a runner: the zygote's child leading its own process group, waiting for work
+        for child in psutil.Process(z.process.pid).children():
+            try:
+                if os.getpgid(child.pid) == child.pid and child.status() != psutil.STATUS_ZOMBIE:
+                    workers.add(child.pid)
+            except (OSError, psutil.Error):  # gone meanwhile
+                pass
+    leftovers = {p.pid: p for p in descendants_of_sessions({z.process.pid for z in executor._zygotes})}
     for z in executor._zygotes:  # escapees from the session are reparented to the zygote (a subreaper)
-        try:
-            leftovers += [c for c in psutil.Process(z.process.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
-        except psutil.Error:
-            pass
-    return leftovers
+        for p in psutil.Process(z.process.pid).children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    leftovers[p.pid] = p
+            except psutil.Error:
+                pass
+    return [p for pid, p in leftovers.items() if pid not in workers]
 
 
-@pytest.fixture(scope="module", params=["landlock", "no-landlock"])
+# Both confinement levels: Landlock with runners reused (the default), and no Landlock with a fresh fork per
+# program (what a kernel without Landlock gets; the worker-replacement paths only run there).
+@pytest.fixture(scope="module", params=["landlock-reused", "no-landlock-fresh"])
 def executor(request):
-    with Executor(timeout_s=TIMEOUT_S, workers=2, landlock=request.param == "landlock") as ex:
+    reused = request.param == "landlock-reused"
+    with Executor(timeout_s=TIMEOUT_S, workers=2, landlock=reused, programs_per_process=32 if reused else 1) as ex:
         ex.run(["def transform(g):\n    return g\n"], INPUTS)  # wait for the zygotes to be up
         yield ex
     sids = {z.process.pid for z in ex._zygotes}

@@ -1,16 +1,19 @@
-"""The worker side of `execution`: a warm "zygote" process that forks one confined child per program.
+"""The worker side of `execution`: a warm "zygote" process that forks confined runners which run programs.
 
 A zygote is started by `execution.Executor` as `python -c ...` with a socket on a known fd. It imports numpy and
-the program library once, then for every program forks a child that:
-  - leaves the zygote's process group (so the whole group can be killed) and dies with the zygote (PDEATHSIG);
-  - sends stdin/stdout/stderr to /dev/null and closes every other inherited fd but its result pipe;
+the program library once, then forks a runner that:
+  - leaves the zygote's process group (so its whole group can be killed) and dies with the zygote (PDEATHSIG);
+  - sends stdin/stdout/stderr to /dev/null and closes every other inherited fd but its job and result pipes;
   - works in a scratch dir, under rlimits (address space, CPU seconds, file size, no core dumps);
   - is confined by Landlock where the kernel has it: no file writes outside the scratch dir, no TCP, and no
-    signals to processes outside the child (so `os.kill(os.getppid(), ...)` cannot touch the zygote or caller);
-  - runs the program on each input and writes one small binary frame per input to the result pipe.
-The zygote waits on the result pipe and a pidfd with a deadline measured from outside the child; at the deadline
-it SIGKILLs the child's process group, so nothing inside the program (a bare `except:`, a signal handler) can
-stop it. After every child it kills the group again and any stray descendant (the zygote is a subreaper).
+    signals to processes outside the runner (so `os.kill(os.getppid(), ...)` cannot touch the zygote or caller);
+  - runs the programs the zygote sends, one at a time, each on every input, writing one small binary frame per
+    input and an end frame per program to the result pipe.
+The zygote waits on the result pipe and a pidfd with a per-program deadline measured from outside the runner; at
+the deadline it SIGKILLs the runner's process group, so nothing inside the program (a bare `except:`, a signal
+handler) can stop it. The runner is also killed and replaced after a crash, a MemoryError, stray bytes on the
+pipe, a program that leaves a child process, and after `programs_per_process` programs. After every program the
+zygote kills any stray descendant (it is a subreaper, so even setsid escapees come back to it).
 
 This module imports nothing heavy at the top: the zygote must set thread-count variables before numpy loads.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import pickle
 import resource
 import select
 import shutil
@@ -28,65 +32,22 @@ import struct
 import sys
 import time
 
+from .landlock import landlock_abi, make_landlock_ruleset, restrict_self  # noqa: F401
+
 OK, SYNTAX, EXCEPTION, TIMEOUT, MEMORY, INVALID_OUTPUT, CRASHED = (
     "ok", "syntax", "exception", "timeout", "memory", "invalid_output", "crashed")
 ERROR_CLASSES = (SYNTAX, EXCEPTION, TIMEOUT, MEMORY, INVALID_OUTPUT, CRASHED)
 MAX_SIDE, N_COLOURS = 30, 10
 MESSAGE_CHARS = 300
-RESULT_FD, RULESET_FD = 3, 4  # fixed fd numbers inside the child
+RESULT_FD, JOB_FD, RULESET_FD = 3, 4, 5  # fixed fd numbers inside a runner
+DONE_INDEX = 0xFFFFFFFF  # the frame index that ends one program's results
 FILE_SIZE_LIMIT = 64 << 20
 # Imported once in the zygote: what run_program needs plus what generated programs commonly import.
 WARM_MODULES = ("numpy", "numpy.random", "random", "collections", "itertools", "functools", "math", "copy",
                 "typing", "dataclasses", "enum", "heapq", "builtins")
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER = 1, 38, 36
-_SYS_LANDLOCK_CREATE, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT = 444, 445, 446  # same on x86_64 and arm64
-
-
-# ---------------------------------------------------------------- Landlock (unprivileged sandboxing, Linux >= 5.13)
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, 0 when Landlock is missing or disabled."""
-    version = _libc.syscall(_SYS_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    return max(int(version), 0)
-
-
-def make_landlock_ruleset(scratch_dir: str) -> int | None:
-    """A ruleset fd that allows writes only beneath scratch_dir (reads stay free: programs import modules)."""
-    abi = landlock_abi()
-    if abi < 1:
-        return None
-    write_access = sum(1 << bit for bit in (1, 4, 5, 6, 7, 8, 9, 10, 11, 12))  # write file, remove, make *
-    if abi >= 2:
-        write_access |= 1 << 13  # refer (rename/link across dirs)
-    if abi >= 3:
-        write_access |= 1 << 14  # truncate
-    attr = _RulesetAttr(write_access, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)  # tcp; signals + sockets
-    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-    fd = _libc.syscall(_SYS_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
-    if fd < 0:
-        return None
-    dir_fd = os.open(scratch_dir, os.O_PATH | os.O_DIRECTORY)
-    try:
-        rule = _PathBeneathAttr(write_access, dir_fd)
-        if _libc.syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(fd), ctypes.c_int(1), ctypes.byref(rule),
-                         ctypes.c_uint32(0)) != 0:
-            os.close(fd)
-            return None
-    finally:
-        os.close(dir_fd)
-    return fd
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 
 
 # ---------------------------------------------------------------- inside the child
@@ -175,8 +136,19 @@ def run_program(code: str, inputs: list, entry: str, emit) -> None:
             emit(i, *describe_exception(e))
 
 
-def _child(code: str, inputs: list, settings: dict, result_w: int, ruleset_fd: int | None) -> None:
-    """Runs in the forked child; never returns."""
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            return b""
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _runner(settings: dict, result_w: int, job_r: int, ruleset_fd: int | None) -> None:
+    """The forked runner: confine itself, then run jobs from the zygote one at a time; never returns."""
     try:
         os.setpgid(0, 0)
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -185,48 +157,63 @@ def _child(code: str, inputs: list, settings: dict, result_w: int, ruleset_fd: i
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        # Move both fds out of the way first: either may already sit on 3 or 4.
-        high_result = fcntl.fcntl(result_w, fcntl.F_DUPFD, 100)
-        high_ruleset = fcntl.fcntl(ruleset_fd, fcntl.F_DUPFD, 100) if ruleset_fd is not None else None
-        os.dup2(high_result, RESULT_FD)
-        if high_ruleset is not None:
-            os.dup2(high_ruleset, RULESET_FD)
-        os.closerange(RULESET_FD + 1 if ruleset_fd is not None else RESULT_FD + 1, 1 << 16)
-        os.chdir(settings["scratch_dir"])
-        cpu = int(settings["timeout_s"]) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        # Move the fds out of the way first: any may already sit on 3..5.
+        keep = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (result_w, job_r)]
+        if ruleset_fd is not None:
+            keep.append(fcntl.fcntl(ruleset_fd, fcntl.F_DUPFD, 100))
+        for target, fd in zip((RESULT_FD, JOB_FD, RULESET_FD), keep):
+            os.dup2(fd, target)
+        os.closerange(RESULT_FD + len(keep), 1 << 16)
+        timeout_s = settings["timeout_s"]
+        hard_cpu = int(settings["programs_per_process"] * (timeout_s + 1)) + 2
+        resource.setrlimit(resource.RLIMIT_CPU, (hard_cpu, hard_cpu))
         resource.setrlimit(resource.RLIMIT_AS, (settings["address_space_limit"],) * 2)
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if ruleset_fd is not None:
-            _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            if _libc.syscall(_SYS_LANDLOCK_RESTRICT, ctypes.c_int(RULESET_FD), ctypes.c_uint32(0)) != 0:
+            if not restrict_self(RULESET_FD):
                 os._exit(70)  # never run a program less confined than promised
             os.close(RULESET_FD)
-        run_program(code, inputs, settings["entry"], _emit)
-        os._exit(0)
+        import numpy as np
+
+        while True:
+            header = _read_exact(JOB_FD, 4)
+            if not header:
+                os._exit(0)
+            code, shapes_and_cells = pickle.loads(_read_exact(JOB_FD, struct.unpack("<I", header)[0]))
+            inputs = [np.frombuffer(cells, dtype=np.int8).reshape(shape).astype(np.int64)
+                      for shape, cells in shapes_and_cells]
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            soft_cpu = min(int(usage.ru_utime + usage.ru_stime + timeout_s) + 2, hard_cpu)
+            resource.setrlimit(resource.RLIMIT_CPU, (soft_cpu, hard_cpu))  # a backstop: the zygote kills first
+            os.chdir(settings["scratch_dir"])
+            run_program(code, inputs, settings["entry"], _emit)
+            _write_all(RESULT_FD, _FRAME.pack(DONE_INDEX, 0, 0, 0, 0))
     except BaseException:
         os._exit(71)
 
 
 # ---------------------------------------------------------------- in the zygote
 
-def _read_frames(buffer: bytes, n_inputs: int) -> dict[int, tuple]:
-    """Frames the child wrote; a torn or forged frame ends the reading (its inputs count as missing)."""
+def _read_frames(buffer: bytes, n_inputs: int) -> tuple[dict[int, tuple], bool, bool]:
+    """(frames, done, clean) from what a runner wrote for one program. A torn or forged frame ends the reading
+    (its inputs count as missing); clean is False when anything but well-formed frames was written."""
     frames, at = {}, 0
     while at + _FRAME.size <= len(buffer):
         index, kind, height, width, size = _FRAME.unpack_from(buffer, at)
+        if index == DONE_INDEX:
+            return frames, True, at + _FRAME.size == len(buffer) and len(frames) == n_inputs
         body = buffer[at + _FRAME.size: at + _FRAME.size + size]
         if len(body) < size or index >= n_inputs or kind >= len(_KINDS) or index in frames:
-            break
+            return frames, False, False
         if _KINDS[kind] == OK:
             if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE and size == height * width):
-                break
+                return frames, False, False
             frames[index] = (OK, (height, width, body))
         else:
             frames[index] = (_KINDS[kind], body.decode("utf-8", "replace")[:MESSAGE_CHARS])
         at += _FRAME.size + size
-    return frames
+    return frames, False, at == len(buffer)
 
 
 def _kill_group(pgid: int) -> None:
@@ -236,15 +223,19 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _kill_strays() -> None:
-    """Kill and reap descendants that outlived their program (setsid escapees reparent here: subreaper)."""
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _kill_strays(keep: int | None) -> None:
+    """Kill and reap the zygote's children other than `keep` (setsid escapees reparent here: subreaper)."""
     me = os.getpid()
     for _ in range(50):
-        try:
-            with open(f"/proc/{me}/task/{me}/children") as f:
-                pids = [int(p) for p in f.read().split()]
-        except OSError:
-            pids = []
+        pids = [pid for pid in _children(me) if pid != keep]
         for pid in pids:
             _kill_group(pid)
             try:
@@ -263,48 +254,85 @@ def _kill_strays() -> None:
         time.sleep(0.001)
 
 
-def run_forked(code: str, inputs: list, settings: dict, ruleset_fd: int | None) -> list[tuple]:
-    """Run one program in a fresh confined child; one (kind, payload) per input, never raises for the program."""
-    result_r, result_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(result_r)
-        _child(code, inputs, settings, result_w, ruleset_fd)
-    os.close(result_w)
-    try:
-        os.setpgid(pid, pid)  # also done in the child; whichever runs first, killpg works from here on
-    except OSError:
-        pass
-    deadline = time.monotonic() + settings["timeout_s"]
-    os.set_blocking(result_r, False)
-    poller = select.poll()
-    poller.register(result_r, select.POLLIN)
-    pidfd = os.pidfd_open(pid)
-    poller.register(pidfd, select.POLLIN)
-    chunks, exited, timed_out = [], False, False
-    try:
+class Runner:
+    """A confined child forked from the zygote that runs up to programs_per_process programs, one at a time.
+
+    It is killed and replaced after a timeout, a crash, a MemoryError, a program that leaves a child process or
+    writes stray bytes, and after programs_per_process programs; so a program either starts in a fresh fork or
+    after programs that all finished cleanly."""
+
+    def __init__(self, settings: dict, ruleset_fd: int | None):
+        self.settings = settings
+        result_r, result_w = os.pipe()
+        job_r, job_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(result_r)
+            os.close(job_w)
+            _runner(settings, result_w, job_r, ruleset_fd)
+        os.close(result_w)
+        os.close(job_r)
+        try:
+            os.setpgid(pid, pid)  # also done in the child; whichever runs first, killpg works from here on
+        except OSError:
+            pass
+        self.pid, self.result_r, self.job_w = pid, result_r, job_w
+        os.set_blocking(result_r, False)
+        self.pidfd = os.pidfd_open(pid)
+        self.poller = select.poll()
+        self.poller.register(result_r, select.POLLIN)
+        self.poller.register(self.pidfd, select.POLLIN)
+        self.programs = 0
+        self.alive = True
+
+    def run(self, code: str, inputs: list) -> list[tuple]:
+        """One (kind, payload) per input; never raises for anything the program does."""
+        self.programs += 1
+        job = pickle.dumps((code, [(g.shape, g.astype("int8").tobytes()) for g in inputs]))
+        deadline = time.monotonic() + self.settings["timeout_s"]
+        try:
+            _write_all(self.job_w, struct.pack("<I", len(job)) + job)
+        except OSError:  # the runner is gone (killed from outside between programs)
+            return self._finish(inputs, b"", timed_out=False)
+        chunks, exited, timed_out = [], False, False
         while not exited:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
                 break
-            for fd, _ in poller.poll(left * 1000):
-                if fd == pidfd:
+            for fd, _ in self.poller.poll(left * 1000):
+                if fd == self.pidfd:
                     exited = True
                 else:
-                    chunks.extend(_drain(result_r))
-        _kill_group(pid)
-        _, status = os.waitpid(pid, 0)
-        chunks.extend(_drain(result_r))
-    finally:
-        os.close(result_r)
-        os.close(pidfd)
-    _kill_strays()
-    frames = _read_frames(b"".join(chunks), len(inputs))
-    if len(frames) < len(inputs):
-        missing = _missing_outcome(status, timed_out, settings["timeout_s"])
+                    chunks.extend(_drain(self.result_r))
+                    buffer = b"".join(chunks)
+                    chunks = [buffer]
+                    frames, done, clean = _read_frames(buffer, len(inputs))
+                    if done:
+                        healthy = clean and not any(k == MEMORY for k, _ in frames.values())
+                        if healthy and not _children(self.pid) \
+                                and self.programs < self.settings["programs_per_process"]:
+                            return [frames[i] for i in range(len(inputs))]
+                        return self._finish(inputs, buffer, timed_out=False)
+        return self._finish(inputs, b"".join(chunks), timed_out)
+
+    def _finish(self, inputs: list, buffer: bytes, timed_out: bool) -> list[tuple]:
+        """Kill the runner (and its group), then classify what the program did not report."""
+        self.close()
+        frames, _, _ = _read_frames(buffer + b"".join(self._leftover), len(inputs))
+        missing = _missing_outcome(self.status, timed_out, self.settings["timeout_s"])
         return [frames.get(i, missing) for i in range(len(inputs))]
-    return [frames[i] for i in range(len(inputs))]
+
+    def close(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        _kill_group(self.pid)
+        _, self.status = os.waitpid(self.pid, 0)
+        self._leftover = _drain(self.result_r)
+        for fd in (self.result_r, self.job_w, self.pidfd):
+            os.close(fd)
+        _kill_strays(keep=None)
 
 
 def _drain(fd: int) -> list[bytes]:
@@ -391,11 +419,12 @@ def zygote_main(fd: int) -> None:
     ruleset_fd = make_landlock_ruleset(settings["scratch_dir"]) if settings["landlock"] else None
     conn.send(("ready", ruleset_fd is not None))
     input_sets: dict[int, list] = {}
+    runner: Runner | None = None
     while True:
         try:
             message = conn.recv()
         except EOFError:
-            return
+            message = ("stop",)
         if message[0] == "inputs":
             input_sets[message[1]] = [np.array(g, dtype=np.int64) for g in message[2]]
         elif message[0] == "forget":
@@ -404,7 +433,10 @@ def zygote_main(fd: int) -> None:
             _, job_id, code, set_id = message
             started = time.perf_counter()
             if settings["isolation"] == "fork":
-                outcomes = run_forked(code, input_sets[set_id], settings, ruleset_fd)
+                if runner is None or not runner.alive:
+                    runner = Runner(settings, ruleset_fd)
+                outcomes = runner.run(code, input_sets[set_id])
+                _kill_strays(keep=runner.pid if runner.alive else None)
             else:  # "pool": in-process, for the benchmark's comparison only (a program can corrupt the worker)
                 frames = {}
                 run_program(code, input_sets[set_id], settings["entry"], lambda i, k, p: frames.update({i: (k, p)}))
@@ -413,4 +445,6 @@ def zygote_main(fd: int) -> None:
             if settings["isolation"] == "fork":
                 _empty_dir(settings["scratch_dir"])
         elif message[0] == "stop":
+            if runner is not None:
+                runner.close()
             return

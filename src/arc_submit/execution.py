@@ -16,8 +16,8 @@ timeout, a crash, a MemoryError or a program that leaves a child process behind;
 the warm zygote, not a ~0.2 s interpreter start. The caller replaces a zygote only if it dies or stops answering.
 
 Why, measured on the 2-core dev machine (benchmarks/execution.py, 2,000 programs over 100 real tasks, 2 workers,
-realistic programs): persistent in-process pool 5,493 runs/s; runner reused for up to 32 programs 2,574 runs/s;
-a fresh fork per program 352 runs/s (the fork + teardown of a numpy-loaded process costs ~2-5 ms here, far more
+realistic programs): persistent in-process pool 6,305 runs/s; runner reused for up to 32 programs 2,588 runs/s;
+a fresh fork per program 365 runs/s (the fork + teardown of a numpy-loaded process costs ~2-5 ms here, far more
 than a typical program). The in-process pool is unsafe (a hang or `os._exit` takes the worker and ~0.2 s to
 restart it; a program can chdir, patch numpy or leak memory for every later program), so the design keeps the
 pool's speed with per-program outside kills. The price: programs that share a runner share module state, so a

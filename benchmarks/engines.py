@@ -177,7 +177,6 @@ def run_one(shape: str, engine_kind: str, root: Path) -> dict:
     if engine_kind == "vllm":
         from arc_submit.llm import Sampling, TrainSettings
         from arc_submit.llm.vllm_engine import VLLMEngine
-        from arc_submit.llm.engine import EngineSettings
         import vllm
 
         options = {} if shape in SAVED_WEIGHTS else {"load_format": "dummy"}
@@ -205,8 +204,17 @@ def run_one(shape: str, engine_kind: str, root: Path) -> dict:
                   f"(without {base_s:.3f}s)", flush=True)
             engine.delete_adapter(adapter)
         engine.close()
+    elif engine_kind == "unsloth":  # training only: its sampling is vLLM's (fast_inference) or transformers'
+        import unsloth
+        from arc_submit.llm.unsloth_engine import UnslothEngine
+
+        if shape not in SAVED_WEIGHTS:
+            raise RuntimeError("unsloth loads weights from disk; only saved-weight shapes are measured")
+        engine = UnslothEngine(EngineSettings(model=str(folder), max_model_len=8320, fast_inference=False))
+        result.update(version=unsloth.__version__, load_s=round(time.time() - t0, 1))
+        result["training"] = measure_training(engine, engine.tokenizer)
+        engine.close()
     else:
-        from arc_submit.llm.engine import EngineSettings
         from arc_submit.llm.hf_engine import HFEngine
         import transformers
 
@@ -243,12 +251,12 @@ def tables(rows: list[dict]) -> str:
             cells = [f"{r['sampling'][str(n)]['tok_per_s']:.0f}" if str(n) in r["sampling"] else "-" for n in SAMPLE_COUNTS]
             lines.append(f"| {r['shape']} | {r['engine']} {r.get('version', '')} | " + " | ".join(cells)
                          + f" | {r.get('load_s', '-')} | {r.get('peak_host_rss_gib', '-')} |")
-    lines += ["", "### LoRA training (peft, rank 32, all linear layers, batch 1, gradient checkpointing)",
-              "| shape | tokens | samples/s | per-task set-up s (fresh LoRA + optimizer + tokenise) | first task's set-up s |",
-              "|---|---|---|---|---|"]
+    lines += ["", "### LoRA training (rank 32, all linear layers, batch 1, gradient checkpointing; hf = peft)",
+              "| shape | trainer | tokens | samples/s | per-task set-up s (fresh LoRA + optimizer + tokenise) | first task's set-up s |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
         for n, t in r.get("training", {}).items():
-            lines.append(f"| {r['shape']} | {t['tokens']} | {t['samples_per_s']} | {t['setup_s']} | {t['first_task_setup_s']} |")
+            lines.append(f"| {r['shape']} | {r['engine']} | {t['tokens']} | {t['samples_per_s']} | {t['setup_s']} | {t['first_task_setup_s']} |")
     adapters = [r for r in rows if "adapter" in r]
     if adapters:
         lines += ["", "### vLLM engine: a new task's adapter (train on the peft copy, save, LoRARequest)",
@@ -269,12 +277,12 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     one = sub.add_parser("one")
     one.add_argument("--shape", choices=SHAPES, required=True)
-    one.add_argument("--engine", choices=("vllm", "hf"), required=True)
+    one.add_argument("--engine", choices=("vllm", "hf", "unsloth"), required=True)
     one.add_argument("--out", default="runs/bench")
     one.add_argument("--models", default="/tmp/arc-bench-models")
     every = sub.add_parser("all")
     every.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
-    every.add_argument("--engines", nargs="+", choices=("vllm", "hf"), default=["vllm", "hf"])
+    every.add_argument("--engines", nargs="+", choices=("vllm", "hf", "unsloth"), default=["vllm", "hf"])
     every.add_argument("--out", default="runs/bench")
     every.add_argument("--models", default="/tmp/arc-bench-models")
     every.add_argument("--timeout", type=float, default=400, help="seconds per (shape, engine) process")

@@ -1,0 +1,364 @@
+"""Induction: the model writes Python programs; run them, keep the outputs of those that fit, learn from the rest.
+
+Search and learn with hindsight relabelling, per task, for `epochs` epochs:
+1. sampling: `predictions_per_epoch` programs from `prompt_augmentations` augmented views of the task (a view's
+   program works in the view's frame: it runs on the view's inputs, and its outputs are mapped back).
+2. execution: every program on every train and test input, sandboxed (arc_submit.execution), scored on the train
+   examples (exact matches, then pixel accuracy).
+3. early stop: when every test input has two distinct outputs from programs that reproduce every train example,
+   more search cannot change the two attempts.
+4. relabelling (data prep): a program that ran on every train input is a correct solution to the task made of its
+   own outputs. One per distinct behaviour, best train fit first, at most `relabel_per_epoch` per epoch, join a
+   pool; the best `relabel_pool` of it are the next training set.
+5. adapter reset + training: the engine trains a fresh LoRA for the task on that set, and the next epoch samples
+   from it. (Engines start every adapter fresh, so "a step further" is a fresh adapter on the growing pool.)
+Candidates come from programs whose train fit (share of train examples reproduced) is at least `min_train_fit`,
+ranked by train fit, then by the number of programs that produced the grid. The adapter is deleted at the end.
+
+Defaults from the field: 128 predictions as 1×128 (no learning); 2×64 or 4×32 search and learn.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..augment import Augmentation, augmentation_set
+from ..execution import ExecutionSettings, Executor
+from ..llm import prompts
+from ..llm.engine import Adapter, Sampling, deadline_at, seconds_left
+from ..select import Candidate, grid_key
+from ..tasks import Example, Grid, Task
+from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
+                     resolve_options, task_rng, train_adapter_logged, train_settings)
+from .sampling import generate_within
+
+log = logging.getLogger(__name__)
+SOLVER = "induction"
+EXECUTION_FIELDS = ("entry", "library_dir", "timeout_s", "memory_mb", "workers", "landlock", "programs_per_process")
+
+DEFAULTS = dict(
+    epochs=1,  # search-and-learn epochs (epochs - 1 learning steps)
+    predictions_per_epoch=128,
+    prompt_augmentations=8,  # distinct augmented prompts per epoch, the samples spread over them
+    temperature=1.0,
+    top_p=1.0,
+    max_tokens=1024,
+    min_train_fit=1.0,  # share of train examples a program must reproduce for its test outputs to count
+    early_stop=True,
+    relabel_per_epoch=32,
+    relabel_pool=64,  # training set size of a learning step (best of all relabelled so far)
+    skip_identity=True,  # a program that returns its input teaches nothing
+    train_epochs=1,
+    train_steps=None,
+    train_fraction=0.3,  # share of an epoch's time its learning step may use
+    max_prompt_tokens=None,  # None: the engine's context less max_tokens
+    grid_format="plain",
+    max_sequences_per_call=512,
+    seed=0,
+    entry="transform",  # the function programs define ("main" for BARC)
+    library_dir=None,  # a folder of modules programs import (BARC: the one with common.py)
+    timeout_s=1.0,
+    memory_mb=1024,
+    workers=None,  # executor processes; None: every CPU this process may use
+    landlock=True,
+    programs_per_process=32,
+    **AUGMENTATION_DEFAULTS,
+    **TRAIN_DEFAULTS,
+)
+
+
+@dataclass(eq=False)
+class Program:
+    code: str
+    view: Augmentation  # the frame it was written in
+    epoch: int
+    outputs: tuple[Grid | None, ...]  # per train input then test input, in the task's frame (None: failed)
+    view_outputs: tuple[Grid | None, ...]  # the same in the view's frame (what relabelling trains on)
+    exact: int  # train examples reproduced
+    accuracy: float  # mean pixel accuracy over the train examples (0 for a wrong shape or an error)
+
+    def fit(self, n_train: int) -> float:
+        return self.exact / n_train
+
+    def ran_on_train(self, n_train: int) -> bool:
+        return all(o is not None for o in self.outputs[:n_train])
+
+
+@dataclass
+class InductionResult:
+    candidates: list[list[Candidate]]
+    phases: dict[str, float]
+    programs: list[Program] = field(default_factory=list)  # every program that was executed
+    samples: int = 0
+    epochs_run: int = 0
+    stopped_early: bool = False
+    learning_steps: int = 0
+    relabelled: int = 0  # size of the relabelled pool at the end
+    adapter: Adapter | None = None
+
+
+def solve(task: Task, deadline, engine, **options) -> list[list[Candidate]]:
+    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS."""
+    return run(task, deadline, engine, **options).candidates
+
+
+# --- execution ---------------------------------------------------------------------------------------------
+
+_executor: tuple[ExecutionSettings, Executor] | None = None
+
+
+def executor_for(settings: ExecutionSettings) -> Executor:
+    """One warm executor per process, reused across tasks (starting one costs ~0.2 s per worker)."""
+    global _executor
+    if _executor is not None and _executor[0] != settings:
+        _executor[1].close()
+        _executor = None
+    if _executor is None:
+        _executor = (settings, Executor(settings))
+    return _executor[1]
+
+
+@atexit.register
+def close_executor() -> None:
+    global _executor
+    if _executor is not None:
+        _executor[1].close()
+        _executor = None
+
+
+def train_fit(task: Task, outputs) -> tuple[int, float]:
+    """(train examples reproduced exactly, mean pixel accuracy over the train examples)."""
+    exact, accuracy = 0, 0.0
+    for ex, out in zip(task.train, outputs):
+        if out is not None and out.shape == ex.output.shape:
+            same = float(np.mean(out == ex.output))
+            accuracy += same
+            exact += same == 1.0
+    return exact, accuracy / len(task.train)
+
+
+def execute(task: Task, sampled: list[tuple[str, Augmentation]], epoch: int, executor: Executor,
+            deadline, workers: int, timeout_s: float) -> list[Program]:
+    """Run each (code, view) on the view's train and test inputs, in chunks that fit the time left."""
+    inputs = [ex.input for ex in (*task.train, *task.test)]
+    programs: list[Program] = []
+    at = 0
+    while at < len(sampled):
+        left = seconds_left(deadline)
+        if left < 0.05:
+            log.info("task %s %s: execution stopped by the deadline, %d of %d programs not run", task.id, SOLVER,
+                     len(sampled) - at, len(sampled))
+            break
+        # A chunk all of whose programs could time out still ends about when the time does.
+        chunk = sampled[at: at + workers * int(min(max(left // max(timeout_s, 1e-3), 1), 8))]
+        at += len(chunk)
+        by_view: dict[Augmentation, list[int]] = {}
+        for i, (_, view) in enumerate(chunk):
+            by_view.setdefault(view, []).append(i)
+        views = list(by_view)
+        batches = [([chunk[i][0] for i in by_view[v]], [v.apply_grid(g) for g in inputs]) for v in views]
+        for view, results in zip(views, executor.run_tasks(batches)):
+            for i, result in zip(by_view[view], results):
+                view_outputs = tuple(o.grid if o.ok else None for o in result.outcomes)
+                outputs = tuple(None if g is None else view.invert_grid(g) for g in view_outputs)
+                exact, accuracy = train_fit(task, outputs)
+                programs.append(Program(chunk[i][0], view, epoch, outputs, view_outputs, exact, accuracy))
+    return programs
+
+
+# --- candidates, early stop, relabelling -------------------------------------------------------------------
+
+def fitting(task: Task, programs: list[Program], min_fit: float) -> list[Program]:
+    return [p for p in programs if p.fit(len(task.train)) >= min_fit]
+
+
+def candidates_from(task: Task, programs: list[Program], min_fit: float) -> list[list[Candidate]]:
+    """Per test input: grids from programs with train fit >= min_fit, by best fit, then programs behind them."""
+    n_train = len(task.train)
+    out = []
+    for t in range(len(task.test)):
+        pool: dict[tuple, dict] = {}
+        for p in fitting(task, programs, min_fit):
+            grid = p.outputs[n_train + t]
+            if grid is None:
+                continue
+            e = pool.setdefault(grid_key(grid), {"grid": grid, "count": 0, "best": None, "epochs": set()})
+            e["count"] += 1
+            e["epochs"].add(p.epoch)
+            if e["best"] is None or (p.exact, p.accuracy) > (e["best"].exact, e["best"].accuracy):
+                e["best"] = p
+        ranked = []
+        for key, e in pool.items():
+            best = e["best"]
+            # Exact matches order the candidates; pixel accuracy (< 1/1000 of a match) breaks ties.
+            score = best.fit(n_train) + best.accuracy / 1000
+            detail = (f"{e['count']} programs; best reproduces {best.exact}/{n_train} train examples "
+                      f"(pixel accuracy {best.accuracy:.3f}); epochs {sorted(e['epochs'])}")
+            ranked.append((-score, -e["count"], key, Candidate(e["grid"], SOLVER, score, e["count"], detail)))
+        ranked.sort(key=lambda r: r[:3])
+        out.append([r[3] for r in ranked])
+    return out
+
+
+def early_stop_reached(task: Task, programs: list[Program]) -> bool:
+    """Every test input has two distinct outputs from programs that reproduce every train example."""
+    n_train = len(task.train)
+    solving = fitting(task, programs, 1.0)
+    return all(len({grid_key(p.outputs[n_train + t]) for p in solving if p.outputs[n_train + t] is not None}) >= 2
+               for t in range(len(task.test)))
+
+
+def behaviour(task: Task, program: Program) -> tuple:
+    """What a program did to the train inputs, in the task's frame: equal for programs that relabel alike."""
+    return tuple(grid_key(g) for g in program.outputs[:len(task.train)])
+
+
+@dataclass(frozen=True)
+class Relabelled:
+    prompt: str
+    completion: str
+    rank: tuple  # smaller is better: (-exact matches, -pixel accuracy, code length)
+
+
+def relabel(task: Task, programs: list[Program], engine, fmt: str = "plain", limit: int | None = None,
+            cap: int | None = None, skip_identity: bool = True, seen: set | None = None) -> list[Relabelled]:
+    """Hindsight relabelling: a (prompt, completion) pair for each program that ran on every train input.
+
+    Each program's task: the view's train inputs (in the view's example order) with the program's own outputs,
+    plus the view's test inputs, exactly as the sampling prompt shows a task; its completion is the program.
+    One per behaviour (`seen` carries behaviours across epochs), best train fit first, shorter code first among
+    equals, at most `cap`.
+    """
+    n_train = len(task.train)
+    seen = set() if seen is None else seen
+    ranked = sorted((p for p in programs if p.ran_on_train(n_train)),
+                    key=lambda p: (-p.exact, -p.accuracy, len(p.code)))
+    out = []
+    for p in ranked:
+        key = behaviour(task, p)
+        if key in seen:
+            continue
+        if skip_identity and all(np.array_equal(out, ex.input) for out, ex in zip(p.outputs, task.train)):
+            continue
+        order = p.view.order or tuple(range(n_train))
+        examples = [Example(p.view.apply_grid(task.train[i].input), p.view_outputs[i]) for i in order]
+        test_inputs = [p.view.apply_grid(ex.input) for ex in task.test]
+        kept, _ = fit_examples(examples, lambda ex: prompts.induction_prompt(ex, test_inputs, fmt, engine.tokenizer),
+                               engine.count_tokens, limit)
+        if kept is None:
+            continue
+        seen.add(key)
+        out.append(Relabelled(prompts.induction_prompt(kept, test_inputs, fmt, engine.tokenizer),
+                              prompts.induction_answer(p.code), (-p.exact, -p.accuracy, len(p.code))))
+        if cap is not None and len(out) >= cap:
+            break
+    return out
+
+
+# --- sampling ----------------------------------------------------------------------------------------------
+
+def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit: int | None):
+    """(view, prompt) for the views whose prompt fits `limit` (examples dropped largest first if needed)."""
+    out = []
+    for view in views:
+        augmented = view.apply_task(task)
+        test_inputs = [ex.input for ex in augmented.test]
+        kept, dropped = fit_examples(augmented.train,
+                                     lambda ex: prompts.induction_prompt(ex, test_inputs, fmt, engine.tokenizer),
+                                     engine.count_tokens, limit)
+        if dropped or kept is None:
+            log.warning("task %s %s: view %s over the context limit: %s", task.id, SOLVER, view.name,
+                        "dropped" if kept is None else f"{dropped} examples left out")
+        if kept is not None:
+            out.append((view, prompts.induction_prompt(kept, test_inputs, fmt, engine.tokenizer)))
+    return out
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def run(task: Task, deadline, engine, **options) -> InductionResult:
+    opts = resolve_options(SOLVER, DEFAULTS, options)
+    clock = PhaseClock(SOLVER, task.id)
+    fmt, n_train, epochs = opts["grid_format"], len(task.train), int(opts["epochs"])
+    result = InductionResult([[] for _ in task.test], clock.seconds)
+    adapter_name = f"{SOLVER}-{task.id}"
+    context = engine_context_tokens(engine)
+    limit = opts["max_prompt_tokens"] or (context - int(opts["max_tokens"]) if context else None)
+    train_limit = min(int(opts["max_seq_len"]), context or int(opts["max_seq_len"]))
+    execution = ExecutionSettings(**{k: opts[k] for k in EXECUTION_FIELDS})
+    sampling = Sampling(n=1, temperature=float(opts["temperature"]), top_p=float(opts["top_p"]),
+                        max_tokens=int(opts["max_tokens"]), seed=int(opts["seed"]))
+    pool: list[Relabelled] = []  # every epoch's relabelled programs, best first
+    seen: set = set()
+    adapter = None
+    try:
+        for epoch in range(epochs):
+            if seconds_left(deadline) <= 0:
+                break
+            learns_after = epoch < epochs - 1
+            share = seconds_left(deadline) / (epochs - epoch)
+            # Sampling leaves room for this epoch's execution (a tenth) and its learning step.
+            sampling_deadline = time.time() + share * (0.9 - (float(opts["train_fraction"]) if learns_after else 0))
+
+            with clock.phase("data prep", lambda: f"epoch {epoch}: {len(items)} prompts"):
+                # The identity and fresh random views each epoch: new views, new programs.
+                n_views = max(1, min(int(opts["prompt_augmentations"]), int(opts["predictions_per_epoch"])))
+                views = augmentation_set(n_views, task_rng(opts["seed"], task.id, 100 + epoch), n_train,
+                                         **{k: opts[k] for k in AUGMENTATION_DEFAULTS})
+                items = view_prompts(task, views, engine, fmt, limit)
+            if not items:
+                break
+            counts = split_evenly(int(opts["predictions_per_epoch"]), len(items))
+            with clock.phase("sampling", lambda: f"epoch {epoch}: {run_.sequences} samples in {run_.calls} calls"
+                                                 + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
+                run_ = generate_within(engine, [p for _, p in items], counts, sampling, adapter,
+                                       min(sampling_deadline, deadline_at(deadline) or float("inf")),
+                                       int(opts["max_sequences_per_call"]))
+            result.samples += run_.sequences
+            sampled = [(code, view) for (view, _), gens in zip(items, run_.generations)
+                       for code in (prompts.code_from_completion(g.text) for g in gens) if code is not None]
+
+            with clock.phase("execution", lambda: f"epoch {epoch}: {len(sampled)} programs from {run_.sequences} "
+                                                  f"samples, {sum(p.fit(n_train) == 1 for p in new)} fit all train"):
+                new = []
+                if sampled:
+                    executor = executor_for(execution)
+                    new = execute(task, sampled, epoch, executor, deadline, execution.resolved_workers(),
+                                  float(opts["timeout_s"]))
+            result.programs.extend(new)
+            result.epochs_run = epoch + 1
+            if opts["early_stop"] and early_stop_reached(task, result.programs):
+                result.stopped_early = True
+                log.info("task %s %s: early stop after epoch %d: two distinct answers from programs that solve "
+                         "every train example", task.id, SOLVER, epoch)
+                break
+            if not learns_after or seconds_left(deadline) <= 0:
+                continue
+
+            with clock.phase("data prep", lambda: f"epoch {epoch}: relabelled {len(fresh)} programs, pool {len(pool)}"):
+                fresh = relabel(task, new, engine, fmt, train_limit, int(opts["relabel_per_epoch"]),
+                                bool(opts["skip_identity"]), seen)
+                pool = sorted(pool + fresh, key=lambda r: r.rank)
+                training = [(r.prompt, r.completion) for r in pool[: int(opts["relabel_pool"])]]
+            train_s = seconds_left(deadline) / (epochs - epoch - 1) * float(opts["train_fraction"])
+            if training and train_s >= 0.1:
+                adapter = train_adapter_logged(engine, adapter_name, training,
+                                               train_settings(opts, opts["train_epochs"], opts["train_steps"]),
+                                               time.time() + train_s, clock) or adapter
+                if adapter is not None:
+                    result.learning_steps += 1
+        result.relabelled = len(pool)
+        result.adapter = adapter
+        with clock.phase("ranking"):
+            result.candidates = candidates_from(task, result.programs, float(opts["min_train_fit"]))
+    finally:
+        engine.delete_adapter(adapter_name)
+    log.info("task %s %s: %s", task.id, SOLVER, clock.summary())
+    return result

@@ -1,0 +1,216 @@
+"""Sampling that stops at a deadline: engine.generate() in calls sized to fit the time left.
+
+generate() itself cannot be interrupted, so the only way to stop in time is to never start a call that would
+not finish. Each engine gets a small speed model, probed once and refitted after every call for the life of the
+process (only a worker's first task pays for the probe). A call is predicted to take
+
+    prefill_s × prompt tokens + max_tokens × (step_s + context_s × context) × (1 + batch_growth × (sequences − 1))
+
+ARC prompts run to 8k tokens, so prompt processing and the context's share of a decoding step both matter (a
+step at 7k tokens of context was 35× one at 100 on the 2-core CPU). A batch costs about as much per step as one
+sequence on a GPU (batch_growth ≈ 0) and grows with the batch on a CPU. Prompt tokens count once per prompt,
+except for the transformers engine, which processes the prompt again for every sample (num_return_sequences).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from ..llm.engine import Generation, Sampling, seconds_left
+
+log = logging.getLogger(__name__)
+
+PROBE_STEPS = 8
+PROBE_BATCH = 8
+GROWTH_LIMIT = 4
+PROBE_PROMPT = "Example 1\ninput:\n0120\n3450\noutput:\n"  # short: the decoding step with almost no context
+MARGIN_S = 0.05  # time kept back for the bookkeeping after the last call
+SAFETY = 1.25  # predictions were up to 1.5× short for batches larger than any measured on a CPU
+PROMPT_PER_SAMPLE = {"hf"}  # engines that process a prompt once per sample
+
+
+@dataclass
+class SpeedModel:
+    prefill_s: float = 0.0  # seconds per prompt token processed
+    step_s: float | None = None  # seconds per decoding step of one sequence with (almost) no context
+    context_s: float = 0.0  # seconds each token of context adds to a decoding step
+    batch_growth: float = 0.0  # relative growth of a decoding step per further sequence in the batch
+    largest_work: int = 0  # sequences × max_tokens of the largest call made
+
+    def allows(self, sequences: int, max_tokens: int) -> bool:
+        """A call at most GROWTH_LIMIT times the largest seen (one sequence always). Extrapolating far beyond
+        what was measured goes badly wrong (on a CPU a step grows with the batch and the context, on a GPU it
+        hardly does): calls grow geometrically instead, the model refitted after each."""
+        return sequences == 1 or sequences * max_tokens <= GROWTH_LIMIT * self.largest_work
+
+    def step(self, context: int, sequences: int) -> float:
+        return (self.step_s + self.context_s * context) * (1 + self.batch_growth * max(sequences - 1, 0))
+
+    def predict(self, prompt_cost: int, context: int, sequences: int, max_tokens: int) -> float:
+        return self.prefill_s * prompt_cost + max_tokens * self.step(context + max_tokens, sequences)
+
+    def observe(self, seconds: float, prompt_cost: int, context: int, sequences: int, steps: int,
+                max_tokens: int) -> None:
+        """Refit the decoding terms to a finished call (the prefill rate stays as probed)."""
+        self.largest_work = max(self.largest_work, sequences * max_tokens)
+        per_step = max(seconds - self.prefill_s * prompt_cost, 0.0) / max(steps, 1)
+        single = self.step_s + self.context_s * (context + steps / 2)
+        if sequences == 1:
+            # Scale both terms so one sequence's step is what was just seen (damped: one call is noisy).
+            factor = min(max(per_step / single, 0.25), 4.0)
+            self.step_s *= factor
+            self.context_s *= factor
+        else:
+            self.batch_growth = max(0.0, per_step / single - 1) / (sequences - 1)
+
+
+_SPEEDS: dict[int, tuple] = {}  # id(engine) -> (weak reference to the engine, its SpeedModel)
+
+
+def speed_of(engine) -> SpeedModel:
+    entry = _SPEEDS.get(id(engine))
+    if entry is None or entry[0]() is not engine:  # new engine (ids of dead objects are reused)
+        try:
+            ref = weakref.ref(engine)
+        except TypeError:
+            ref = lambda: None  # noqa: E731 - cannot be told apart later: a fresh model every time
+        entry = _SPEEDS[id(engine)] = (ref, SpeedModel())
+    return entry[1]
+
+
+def _prompt_cost(engine, prompt_tokens: Sequence[int], per_prompt: int, logprobs: bool = False) -> int:
+    if getattr(engine, "name", "") not in PROMPT_PER_SAMPLE:
+        return sum(prompt_tokens)
+    # transformers: the prompt again per sample, and once more per sample for the log-probability pass.
+    return sum(prompt_tokens) * per_prompt * (2 if logprobs else 1)
+
+
+def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None) -> SpeedModel:
+    """Four short timed calls when nothing is known about this engine yet (their text is thrown away): a few
+    steps on a tiny prompt, alone (the bare step) and as a batch (its growth with the batch), one token of
+    `prompt` (≈ its processing), a few steps of a variant of `prompt` (a different first character, so a prefix
+    cache cannot serve it: the step at long context)."""
+    speed = speed_of(engine)
+    if speed.step_s is not None:
+        return speed
+    quiet = replace(sampling, n=1, logprobs=False, stop=())
+
+    def timed(text: str, max_tokens: int, n: int = 1) -> tuple[float, int]:
+        t0 = time.time()
+        # Temperature 1: at 0 an engine may decode one sequence and copy it n times.
+        out = engine.generate([text], replace(quiet, n=n, max_tokens=max_tokens, temperature=1.0), adapter)
+        return time.time() - t0, max(max(g.n_tokens for g in out[0]), 1)
+
+    n_prompt, n_short = engine.count_tokens(prompt), engine.count_tokens(PROBE_PROMPT)
+    short_s, short_steps = timed(PROBE_PROMPT, PROBE_STEPS)
+    batch_s, batch_steps = timed(PROBE_PROMPT, PROBE_STEPS, PROBE_BATCH)
+    one_s, _ = timed(prompt, 1)
+    many_s, many_steps = timed("~" + prompt, PROBE_STEPS)
+    long_step = max((many_s - one_s) / max(many_steps - 1, 1), 1e-5)
+    speed.prefill_s = max(one_s - long_step, 0.0) / max(n_prompt, 1)
+    speed.step_s = max((short_s - speed.prefill_s * n_short) / short_steps, 1e-5)
+    speed.context_s = max(long_step - speed.step_s, 0.0) / max(n_prompt, 1)
+    batch_step = (batch_s - speed.prefill_s * _prompt_cost(engine, [n_short], PROBE_BATCH)) / batch_steps
+    speed.batch_growth = max(batch_step / speed.step_s - 1, 0.0) / (PROBE_BATCH - 1)
+    speed.largest_work = PROBE_BATCH * PROBE_STEPS
+    log.info("sampling speed probe: %.3f ms per prompt token, %.2f ms per step + %.4f ms per token of context, "
+             "+%.0f%% per further sequence in a batch", 1000 * speed.prefill_s, 1000 * speed.step_s,
+             1000 * speed.context_s, 100 * speed.batch_growth)
+    return speed
+
+
+def predict_seconds(engine, prompt_tokens: Sequence[int], per_prompt: int, max_tokens: int,
+                    max_sequences_per_call: int = 512, logprobs: bool = False) -> float:
+    """Time sampling `per_prompt` samples of each prompt should take (0 when the engine was never probed)."""
+    speed = speed_of(engine)
+    if speed.step_s is None or not prompt_tokens or per_prompt <= 0:
+        return 0.0
+    sequences = len(prompt_tokens) * per_prompt
+    cap = max(max_sequences_per_call, 1)
+    calls = -(-sequences // cap)
+    return (speed.prefill_s * _prompt_cost(engine, prompt_tokens, per_prompt, logprobs)
+            + calls * max_tokens * speed.step(max(prompt_tokens) + max_tokens, min(sequences, cap)))
+
+
+@dataclass
+class SamplingRun:
+    generations: list[list[Generation]]  # per prompt, possibly fewer than asked (none) if time ran out
+    calls: int
+    sequences: int
+    stopped_by_deadline: bool
+
+
+def generate_within(engine, prompts: Sequence[str], n: int | Sequence[int], sampling: Sampling, adapter, deadline,
+                    max_sequences_per_call: int = 512, prompt_tokens: Sequence[int] | None = None) -> SamplingRun:
+    """`n` samples of each prompt (or n[i] of prompt i; sampling.n is ignored), prompts in order, as far as the
+    deadline allows.
+
+    Calls batch whole prompts that fit; a prompt whose n samples do not fit one call is split over several,
+    each with its own seed so the parts differ.
+    """
+    results: list[list[Generation]] = [[] for _ in prompts]
+    asked = [n] * len(prompts) if isinstance(n, int) else [int(k) for k in n]
+    work = deque((i, k) for i, k in enumerate(asked) if k > 0)
+    calls = sequences = 0
+    stopped = False
+    if work and seconds_left(deadline) > MARGIN_S:
+        probe_speed(engine, prompts[work[0][0]], sampling, adapter)
+    speed = speed_of(engine)
+    tokens = list(prompt_tokens) if prompt_tokens is not None else [engine.count_tokens(p) for p in prompts]
+    while work:
+        left = seconds_left(deadline) - MARGIN_S
+        first, wanted = work[0]
+
+        def fits(batch: list[int], per_prompt: int) -> bool:
+            size = len(batch) * per_prompt
+            context = max(tokens[i] for i in batch)
+            return size <= max_sequences_per_call and speed.allows(size, sampling.max_tokens) and SAFETY * speed.predict(
+                _prompt_cost(engine, [tokens[i] for i in batch], per_prompt, sampling.logprobs), context, size,
+                sampling.max_tokens) <= left
+
+        # The most samples of the first prompt that fit; if all do, as many more prompts as fit with as many.
+        per_prompt = 0
+        if speed.step_s is not None:
+            while per_prompt < wanted and fits([first], per_prompt + 1):
+                per_prompt += 1
+        if per_prompt < 1:
+            stopped = True
+            break
+        batch = [first]
+        if per_prompt == wanted:
+            for i, k in list(work)[1:]:
+                if k != per_prompt or not fits(batch + [i], per_prompt):
+                    break
+                batch.append(i)
+        for _ in batch:
+            work.popleft()
+        if per_prompt < wanted:
+            work.appendleft((first, wanted - per_prompt))
+        seed = None if sampling.seed is None else sampling.seed + calls
+        cost = _prompt_cost(engine, [tokens[i] for i in batch], per_prompt, sampling.logprobs)
+        predicted = speed.predict(cost, max(tokens[i] for i in batch), len(batch) * per_prompt, sampling.max_tokens)
+        t0 = time.time()
+        out = engine.generate([prompts[i] for i in batch], replace(sampling, n=per_prompt, seed=seed), adapter)
+        steps = max((g.n_tokens for gens in out for g in gens), default=1)
+        log.debug("generate: %d prompts × %d samples, %d steps in %.2fs (predicted at most %.2fs for %d steps)",
+                  len(batch), per_prompt, steps, time.time() - t0, predicted, sampling.max_tokens)
+        speed.observe(time.time() - t0, _prompt_cost(engine, [tokens[i] for i in batch], per_prompt, sampling.logprobs),
+                      max(tokens[i] for i in batch), len(batch) * per_prompt, steps, sampling.max_tokens)
+        for i, gens in zip(batch, out):
+            results[i].extend(gens)
+        calls += 1
+        sequences += len(batch) * per_prompt
+    if stopped:
+        log.info("sampling stopped by the deadline: %d of %d samples not drawn", sum(k for _, k in work),
+                 sum(asked))
+    return SamplingRun(results, calls, sequences, stopped)
+
+
+def greedy_copies(n: int, temperature: float) -> int:
+    """Samples worth drawing per prompt: at temperature 0 every sample is the same text, so one."""
+    return 1 if temperature == 0 else max(int(n), 0)

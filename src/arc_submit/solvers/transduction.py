@@ -1,0 +1,219 @@
+"""Transduction: the model writes each test output grid directly, after test-time training on the task itself.
+
+Per task:
+1. data prep: leave-one-out pairs from the train examples (each in turn is the "test", the others the context),
+   under `ttt_augmentations` augmentations (dihedral × colours × example order); the test prompts under
+   `n_augmentations` views, the identity first. A prompt longer than the model's context drops its largest
+   examples; a view whose prompt still does not fit is dropped. Each drop is logged.
+2. adapter reset + training: a fresh LoRA for this task, trained until its steps are done or `train_fraction`
+   of the task's time is used, whichever comes first.
+3. sampling: every view of every test input, in calls sized to the time left (solvers.sampling).
+4. voting: each answer is mapped back through its view's inverse; equal grids pool their votes. Candidates are
+   ranked by votes, then by mean token log-probability.
+The adapter is deleted at the end, so the next task starts from the base model.
+
+    candidates = solve(task, Deadline.in_seconds(60), engine, n_augmentations=8, ttt_steps=64)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..augment import Augmentation, augmentation_set
+from ..llm import prompts
+from ..llm.engine import Adapter, Sampling, seconds_left
+from ..select import Candidate, grid_key
+from ..tasks import MAX_SIDE, Task
+from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
+                     resolve_options, task_rng, train_adapter_logged, train_settings)
+from .sampling import generate_within, greedy_copies, predict_seconds, probe_speed
+
+log = logging.getLogger(__name__)
+SOLVER = "transduction"
+
+DEFAULTS = dict(
+    n_augmentations=8,  # views of each test input sampled (identity first)
+    samples_per_augmentation=1,  # samples per view (1 at temperature 0: greedy samples are all the same)
+    temperature=0.0,
+    top_p=1.0,
+    max_tokens=None,  # answer length cap; None: from the largest grids of the task
+    logprobs=True,  # rank equal-vote candidates by mean token log-probability
+    ttt=True,  # test-time training on the task's own examples
+    ttt_augmentations=16,  # augmented copies of the leave-one-out set
+    ttt_epochs=1,
+    ttt_steps=None,  # optimizer steps at most; None: the epochs decide
+    train_fraction=0.5,  # share of the task's time training may use (sampling needs the rest)
+    max_prompt_tokens=None,  # None: the engine's context less the answer
+    grid_format="plain",
+    max_sequences_per_call=512,
+    seed=0,
+    **AUGMENTATION_DEFAULTS,
+    **TRAIN_DEFAULTS,
+)
+
+
+@dataclass
+class TransductionResult:
+    candidates: list[list[Candidate]]  # per test input, best first
+    phases: dict[str, float]  # seconds per phase
+    adapter: Adapter | None = None
+    train_pairs: int = 0
+    samples: int = 0
+    parsed: int = 0  # samples that were valid grids
+    dropped: dict[str, int] = field(default_factory=dict)  # examples / views dropped to fit the context
+
+
+def solve(task: Task, deadline, engine, **options) -> list[list[Candidate]]:
+    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS."""
+    return run(task, deadline, engine, **options).candidates
+
+
+def answer_token_budget(task: Task, engine, fmt: str) -> int:
+    """Tokens an answer may take: the largest output the task suggests (train outputs, and test inputs scaled as
+    the train examples scale), written out, plus a little; never less than one row, never beyond 30 × 30."""
+    row_ratio = max(ex.output.shape[0] / ex.input.shape[0] for ex in task.train)
+    col_ratio = max(ex.output.shape[1] / ex.input.shape[1] for ex in task.train)
+    rows = max([ex.output.shape[0] for ex in task.train] + [int(np.ceil(ex.input.shape[0] * row_ratio)) for ex in task.test])
+    cols = max([ex.output.shape[1] for ex in task.train] + [int(np.ceil(ex.input.shape[1] * col_ratio)) for ex in task.test])
+    rows, cols = min(rows, MAX_SIDE), min(cols, MAX_SIDE)
+    return engine.count_tokens(prompts.transduction_answer(np.zeros((rows, cols), np.int8), fmt)) + 4
+
+
+def training_pairs(task: Task, augmentations: list[Augmentation], engine, fmt: str, limit: int | None,
+                   dropped: dict[str, int]) -> list[tuple[str, str]]:
+    """Leave-one-out (prompt, answer) pairs of every augmentation, each fitted into `limit` tokens."""
+    tokenizer = engine.tokenizer
+    pairs = []
+    for aug in augmentations:
+        examples = aug.apply_examples(task.train)
+        for i, held_out in enumerate(examples):
+            answer = prompts.transduction_answer(held_out.output, fmt)
+            room = None if limit is None else limit - engine.count_tokens(answer) - 1
+            rest, n_dropped = fit_examples(examples[:i] + examples[i + 1:],
+                                           lambda ex: prompts.transduction_prompt(ex, held_out.input, fmt, tokenizer),
+                                           engine.count_tokens, room)
+            if n_dropped:
+                dropped["train examples"] = dropped.get("train examples", 0) + n_dropped
+            if rest is None:
+                dropped["train pairs"] = dropped.get("train pairs", 0) + 1
+                continue
+            pairs.append((prompts.transduction_prompt(rest, held_out.input, fmt, tokenizer), answer))
+    return pairs
+
+
+def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit: int | None,
+                 dropped: dict[str, int]) -> list[tuple[int, Augmentation, str]]:
+    """(test index, view, prompt), view-major: if time runs out, every test input has had its first views."""
+    out = []
+    for aug in views:
+        augmented = aug.apply_task(task)
+        for t, test in enumerate(augmented.test):
+            kept, n_dropped = fit_examples(
+                augmented.train, lambda ex: prompts.transduction_prompt(ex, test.input, fmt, engine.tokenizer),
+                engine.count_tokens, limit)
+            if n_dropped:
+                dropped["test examples"] = dropped.get("test examples", 0) + n_dropped
+            if kept is None:
+                dropped["views"] = dropped.get("views", 0) + 1
+                continue
+            out.append((t, aug, prompts.transduction_prompt(kept, test.input, fmt, engine.tokenizer)))
+    return out
+
+
+def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fmt: str) -> tuple[list[list[Candidate]], int]:
+    """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability."""
+    pools: list[dict[tuple, dict]] = [{} for _ in task.test]
+    parsed = 0
+    for (t, aug, _), gens in zip(items, generations):
+        for g in gens:
+            grid = prompts.grid_from_completion(g.text, fmt)
+            if grid is None:
+                continue
+            parsed += 1
+            grid = aug.invert_grid(grid)
+            entry = pools[t].setdefault(grid_key(grid), {"grid": grid, "count": 0, "logprobs": [], "views": []})
+            entry["count"] += 1
+            if g.mean_logprob is not None:
+                entry["logprobs"].append(g.mean_logprob)
+            if aug.name not in entry["views"]:
+                entry["views"].append(aug.name)
+    candidates = []
+    for pool in pools:
+        ranked = []
+        for key, e in pool.items():
+            score = float(np.mean(e["logprobs"])) if e["logprobs"] else 0.0
+            views = " ".join(e["views"][:4]) + (" …" if len(e["views"]) > 4 else "")
+            ranked.append((-e["count"], -score, key, Candidate(e["grid"], SOLVER, score, e["count"],
+                                                               f"{e['count']} votes from views {views}")))
+        ranked.sort(key=lambda r: r[:3])
+        candidates.append([r[3] for r in ranked])
+    return candidates, parsed
+
+
+def run(task: Task, deadline, engine, **options) -> TransductionResult:
+    opts = resolve_options(SOLVER, DEFAULTS, options)
+    clock = PhaseClock(SOLVER, task.id)
+    fmt = opts["grid_format"]
+    dropped: dict[str, int] = {}
+    result = TransductionResult([[] for _ in task.test], clock.seconds, dropped=dropped)
+    adapter_name = f"{SOLVER}-{task.id}"
+    aug_options = {k: opts[k] for k in AUGMENTATION_DEFAULTS}
+    try:
+        with clock.phase("data prep", lambda: f"{result.train_pairs} training pairs, {len(items)} prompts"
+                                              + (f", dropped {dropped}" if dropped else "")):
+            max_tokens = int(opts["max_tokens"] or answer_token_budget(task, engine, fmt))
+            context = engine_context_tokens(engine)
+            prompt_limit = opts["max_prompt_tokens"] or (context - max_tokens if context else None)
+            wants_training = opts["ttt"] and opts["ttt_augmentations"] > 0 and opts["ttt_steps"] != 0
+            pairs = []
+            if wants_training and len(task.train) >= 2:
+                train_limit = min(int(opts["max_seq_len"]), context or int(opts["max_seq_len"]))
+                ttt_augs = augmentation_set(int(opts["ttt_augmentations"]), task_rng(opts["seed"], task.id, 1),
+                                            len(task.train), **aug_options)
+                pairs = training_pairs(task, ttt_augs, engine, fmt, train_limit, dropped)
+            result.train_pairs = len(pairs)
+            views = augmentation_set(int(opts["n_augmentations"]), task_rng(opts["seed"], task.id, 2),
+                                     len(task.train), **aug_options)
+            items = view_prompts(task, views, engine, fmt, prompt_limit, dropped)
+            prompt_tokens = [engine.count_tokens(p) for _, _, p in items]
+        if dropped:
+            log.warning("task %s %s: prompts over the context limit; dropped %s", task.id, SOLVER, dropped)
+
+        n = greedy_copies(opts["samples_per_augmentation"], float(opts["temperature"]))
+        sampling = Sampling(n=1, temperature=float(opts["temperature"]), top_p=float(opts["top_p"]),
+                            max_tokens=max_tokens, seed=int(opts["seed"]), logprobs=bool(opts["logprobs"]))
+        adapter = None
+        if pairs and items and seconds_left(deadline) > 0:
+            # Training may use train_fraction of the time, but never what sampling every view needs.
+            probe_speed(engine, items[0][2], sampling)
+            sampling_s = predict_seconds(engine, prompt_tokens, n, max_tokens, int(opts["max_sequences_per_call"]),
+                                         sampling.logprobs)
+            left = seconds_left(deadline)
+            train_s = min(left * float(opts["train_fraction"]), left - sampling_s)
+            if train_s < 0.1:
+                log.info("task %s %s: no time to train (%.1fs left, sampling needs about %.1fs)", task.id, SOLVER,
+                         left, sampling_s)
+                pairs = []
+            if pairs:
+                adapter = train_adapter_logged(engine, adapter_name, pairs,
+                                               train_settings(opts, opts["ttt_epochs"], opts["ttt_steps"]),
+                                               time.time() + train_s, clock)
+        result.adapter = adapter
+
+        if items and seconds_left(deadline) > 0:
+            with clock.phase("sampling", lambda: f"{run_.sequences} samples of up to {max_tokens} tokens in "
+                                                 f"{run_.calls} calls"
+                                                 + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
+                run_ = generate_within(engine, [p for _, _, p in items], n, sampling, adapter, deadline,
+                                       int(opts["max_sequences_per_call"]), prompt_tokens)
+            result.samples = run_.sequences
+            with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
+                result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
+    finally:
+        engine.delete_adapter(adapter_name)
+    log.info("task %s %s: %s", task.id, SOLVER, clock.summary())
+    return result

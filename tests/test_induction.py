@@ -1,0 +1,143 @@
+"""The induction solver on real ARC tasks: programs executed in the real sandbox, hindsight relabelling checked
+by hand, the early stop, the deadline. Program texts come from a named test double (tests/doubles/engines.py):
+a random-weight tiny model cannot write Python. The deadline test also runs the real tiny model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from arc_submit.augment import Augmentation
+from arc_submit.budget import Deadline
+from arc_submit.llm import make_engine, prompts
+from arc_submit.solvers import induction
+from arc_submit.tasks import Example
+from doubles.engines import ScriptedProgramEngine
+
+MIRROR = "def transform(grid):\n    return [row[::-1] for row in grid]"
+# Reproduces every train example of 67a3c6ac (all at least 4 rows) but answers its 3-row test input differently.
+MIRROR_UNLESS_SMALL = ("def transform(grid):\n    out = [row[::-1] for row in grid]\n"
+                       "    return out[::-1] if len(grid) < 4 else out")
+UPSIDE_DOWN = "def transform(grid):\n    return grid[::-1]"
+UPSIDE_DOWN_AGAIN = "import numpy as np\n\ndef transform(grid):\n    return np.flipud(np.array(grid)).tolist()"
+IDENTITY = "def transform(grid):\n    return grid"
+CRASH = "def transform(grid):\n    return grid[99]"
+HANG = "def transform(grid):\n    while True:\n        pass"
+
+FAST = dict(workers=2, timeout_s=1.0, landlock=False)
+
+
+@pytest.fixture(scope="module")
+def mirror_task(arc1_train):
+    """67a3c6ac: every output is its input mirrored left-right (checked below)."""
+    task = arc1_train["67a3c6ac"]
+    assert all(np.array_equal(ex.output, np.fliplr(ex.input)) for ex in (*task.train, *task.test))
+    return task
+
+
+def executed(task, codes, views, epoch=0):
+    sampled = [(code, view) for view in views for code in codes]
+    executor = induction.executor_for(induction.ExecutionSettings(**FAST))
+    return induction.execute(task, sampled, epoch, executor, Deadline.in_seconds(60), 2, 1.0)
+
+
+def test_relabelled_data_is_exactly_the_programs_own_task(mirror_task):
+    """Hand check, in a transposed view (dihedral 4) with colours and example order permuted: there the
+    upside-down program is the task's own rule (flipping rows of the transpose mirrors the original) and the
+    mirror program is not. Each relabels to (view input, program output) pairs in the view's frame and example
+    order, with the view's test input, exactly as the sampling prompt shows a task."""
+    engine = ScriptedProgramEngine([[]])
+    view = Augmentation(dihedral=4, colours=(0, 3, 1, 2, 4, 5, 6, 7, 9, 8), order=(2, 0, 1))
+    programs = executed(mirror_task, [MIRROR, UPSIDE_DOWN, UPSIDE_DOWN_AGAIN, IDENTITY, CRASH], [view])
+    assert [p.exact for p in programs] == [0, 3, 3, 0, 0]
+    assert [p.ran_on_train(3) for p in programs] == [True, True, True, True, False]
+
+    pairs = induction.relabel(mirror_task, programs, engine)
+    # The crash did not run, the identity teaches nothing, the two upside-down programs behave alike (the
+    # shorter text is kept); the one that solves the task comes first.
+    assert [r.completion for r in pairs] == [prompts.induction_answer(UPSIDE_DOWN), prompts.induction_answer(MIRROR)]
+    framed = [view.apply_grid(mirror_task.train[i].input) for i in (2, 0, 1)]
+    test_inputs = [view.apply_grid(mirror_task.test[0].input)]
+    upside_down = [Example(g, np.flipud(g)) for g in framed]
+    mirrored = [Example(g, np.fliplr(g)) for g in framed]
+    assert pairs[0].prompt == prompts.induction_prompt(upside_down, test_inputs, tokenizer=engine.tokenizer)
+    assert pairs[1].prompt == prompts.induction_prompt(mirrored, test_inputs, tokenizer=engine.tokenizer)
+    # The solving program's relabelled task is the task itself as the view shows it.
+    shown = view.apply_task(mirror_task)
+    assert pairs[0].prompt == prompts.induction_prompt(shown.train, [ex.input for ex in shown.test],
+                                                      tokenizer=engine.tokenizer)
+    # Behaviours already relabelled in an earlier epoch are not repeated; the cap holds.
+    seen: set = set()
+    assert len(induction.relabel(mirror_task, programs, engine, seen=seen)) == 2
+    assert induction.relabel(mirror_task, programs, engine, seen=seen) == []
+    assert len(induction.relabel(mirror_task, programs, engine, cap=1)) == 1
+
+
+def test_early_stop_fires_at_two_distinct_answers_from_fitting_programs(mirror_task):
+    """Epoch 0: one program fits (one distinct answer): relabel, learn, go on. Epoch 1: a second fitting program
+    answers the test differently: stop, with 2 of the 4 epochs run and the third round never sampled."""
+    engine = ScriptedProgramEngine([[MIRROR, IDENTITY, CRASH, UPSIDE_DOWN], [MIRROR_UNLESS_SMALL, MIRROR],
+                                    [UPSIDE_DOWN]])
+    options = dict(epochs=4, predictions_per_epoch=8, prompt_augmentations=2, use_dihedral=False, **FAST)
+    result = induction.run(mirror_task, Deadline.in_seconds(60), engine, **options)
+
+    assert result.stopped_early and result.epochs_run == 2
+    assert engine.rounds_sampled == {0, 1} and result.learning_steps == 1
+    # What the engine was taught between the epochs is the relabelled epoch-0 programs, best fit first.
+    (name, taught, _), = engine.trained
+    assert name == f"induction-{mirror_task.id}"
+    assert [c for _, c in taught] == [prompts.induction_answer(MIRROR), prompts.induction_answer(UPSIDE_DOWN)]
+    assert engine.deleted[-1] == name  # the task's adapter is gone at the end
+
+    (candidates,) = result.candidates
+    grids = [c.grid for c in candidates]
+    test_input = mirror_task.test[0].input
+    assert len(grids) == 2
+    assert any(np.array_equal(g, mirror_task.test[0].output) for g in grids)
+    assert any(np.array_equal(g, np.rot90(test_input, 2)) for g in grids)
+    assert all(c.solver == "induction" and c.score >= 1.0 for c in candidates)
+
+    # Without the early stop the same script runs every epoch.
+    engine = ScriptedProgramEngine([[MIRROR, IDENTITY], [MIRROR_UNLESS_SMALL, MIRROR], [UPSIDE_DOWN]])
+    result = induction.run(mirror_task, Deadline.in_seconds(60), engine, **{**options, "early_stop": False})
+    assert not result.stopped_early and result.epochs_run == 4 and result.learning_steps == 3
+
+
+def test_candidates_rank_by_train_fit_then_votes(mirror_task):
+    codes = [MIRROR, MIRROR_UNLESS_SMALL, MIRROR_UNLESS_SMALL, UPSIDE_DOWN, UPSIDE_DOWN, UPSIDE_DOWN]
+    programs = executed(mirror_task, codes, [Augmentation()])
+    (ranked,) = induction.candidates_from(mirror_task, programs, min_fit=0.0)
+    test_input = mirror_task.test[0].input
+    # Both fitting answers first (more programs first), the most voted but unfitting one last.
+    assert [c.count for c in ranked] == [2, 1, 3]
+    assert np.array_equal(ranked[0].grid, np.rot90(test_input, 2))
+    assert np.array_equal(ranked[1].grid, mirror_task.test[0].output)
+    assert np.array_equal(ranked[2].grid, np.flipud(test_input)) and ranked[2].score < 1
+    (strict,) = induction.candidates_from(mirror_task, programs, min_fit=1.0)
+    assert [c.count for c in strict] == [2, 1]
+
+
+@pytest.mark.parametrize("source", ["tiny model", "hanging programs"])
+def test_two_second_budget_is_kept(mirror_task, source):
+    if source == "tiny model":
+        engine = make_engine("hf", "tiny", max_batch_sequences=32)
+        options = dict(epochs=2, predictions_per_epoch=64, max_tokens=128, **FAST)
+    else:
+        engine = ScriptedProgramEngine([[HANG, MIRROR]])
+        options = dict(epochs=2, predictions_per_epoch=64, **{**FAST, "timeout_s": 0.3})
+    started = time.time()
+    result = induction.run(mirror_task, Deadline.in_seconds(2.0), engine, **options)
+    elapsed = time.time() - started
+    assert elapsed < 2.5, f"{source}: took {elapsed:.2f}s of a 2s budget"
+    assert len(result.candidates) == len(mirror_task.test)
+    assert "sampling" in result.phases and result.samples > 0
+    if source == "hanging programs":
+        assert result.programs and "execution" in result.phases
+
+
+def test_unknown_option_is_named(mirror_task):
+    with pytest.raises(ValueError, match="predictions_per_epok"):
+        induction.solve(mirror_task, Deadline.in_seconds(5), ScriptedProgramEngine([[MIRROR]]),
+                        predictions_per_epok=3)

@@ -1,0 +1,105 @@
+"""The transduction solver with the real tiny model on real ARC grids: test-time training makes a learnable task
+come out right, votes are pooled through inverse augmentations, the deadline is kept, the adapter is deleted."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from arc_submit.augment import Augmentation
+from arc_submit.budget import Deadline
+from arc_submit.llm import make_engine, prompts
+from arc_submit.llm.engine import Generation
+from arc_submit.solvers import transduction
+from arc_submit.tasks import Example, Task
+
+# Enough for the tiny model to learn one fixed answer in about a second of CPU training.
+LEARN = dict(n_augmentations=1, ttt_augmentations=1, ttt_epochs=100, ttt_steps=100, learning_rate=3e-3,
+             lr_schedule="constant", lora_rank=8, lora_alpha=16, gradient_checkpointing=False)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = make_engine("hf", "tiny", max_batch_sequences=32)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def colour_swap_task(arc1_train):
+    """A trivially learnable task from a real grid: the first input of 6150a2bd, with its two lowest colours
+    swapped, is every train example and the test. Everything the model must learn is one fixed answer."""
+    grid = arc1_train["6150a2bd"].train[0].input
+    low, high = sorted(set(grid.flatten().tolist()))[:2]
+    lut = np.arange(10, dtype=np.int8)
+    lut[low], lut[high] = high, low
+    swapped = lut[grid]
+    assert not np.array_equal(swapped, grid)
+    return Task("colour-swap-6150a2bd", tuple(Example(grid, swapped) for _ in range(3)), (Example(grid, swapped),))
+
+
+def test_test_time_training_learns_the_answer_the_base_model_misses(engine, colour_swap_task):
+    task = colour_swap_task
+    # Leave-one-out training prompts hold 2 examples; a context cap one token short of the 3-example test prompt
+    # makes the solver drop one example there (logged), so the test prompt is the prompt trained on.
+    full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
+    options = dict(LEARN, max_prompt_tokens=full - 1)
+
+    untrained = transduction.run(task, Deadline.in_seconds(60), engine, **options, ttt=False)
+    assert untrained.adapter is None and untrained.samples == 1
+    assert not any(np.array_equal(c.grid, task.test[0].output) for c in untrained.candidates[0])
+
+    trained = transduction.run(task, Deadline.in_seconds(60), engine, **options)
+    assert trained.dropped == {"test examples": 1}
+    assert trained.adapter.steps == 100 and trained.adapter.last_loss < trained.adapter.first_loss
+    best = trained.candidates[0][0]
+    assert np.array_equal(best.grid, task.test[0].output)
+    assert best.solver == "transduction" and best.count == 1 and best.score < 0  # a mean log-probability
+    assert set(trained.phases) >= {"data prep", "adapter reset", "training", "sampling"}
+    # The task's adapter is gone: the next task starts from the base model.
+    assert not engine.adapters and not engine.peft_model.peft_config
+
+
+def test_votes_pool_across_views_through_the_inverse_augmentation(arc1_train):
+    """Answers written in each view's frame count for the same grid once mapped back."""
+    task = arc1_train["6150a2bd"]
+    truth = task.test[0].output
+    views = [Augmentation(), Augmentation(dihedral=1, colours=(0, 2, 1, 3, 4, 5, 6, 7, 8, 9)), Augmentation(dihedral=6)]
+    items = [(0, v, "") for v in views]
+
+    def said(grid, logprob):
+        return [Generation(prompts.transduction_answer(grid), 10, True, logprob * 10)]
+
+    wrong = np.zeros_like(truth)
+    generations = [said(truth, -0.5), said(views[1].apply_grid(truth), -0.1), said(wrong, -0.01)]
+    (ranked,), parsed = transduction.vote(task, items, generations, "plain")
+    assert parsed == 3
+    assert np.array_equal(ranked[0].grid, truth) and ranked[0].count == 2
+    assert ranked[0].score == pytest.approx(-0.3)  # mean of the two samples' mean log-probabilities
+    assert ranked[1].count == 1 and np.array_equal(ranked[1].grid, views[2].invert_grid(wrong))
+
+
+def test_two_second_budget_is_kept(engine, arc2_eval):
+    """Default options on a real ARC-AGI-2 task: every phase stops in time and the result is well formed."""
+    task = arc2_eval[sorted(arc2_eval)[1]]
+    started = time.time()
+    result = transduction.run(task, Deadline.in_seconds(2.0), engine)
+    elapsed = time.time() - started
+    assert elapsed < 2.5, f"took {elapsed:.2f}s of a 2s budget; phases {result.phases}"
+    assert len(result.candidates) == len(task.test)
+    assert result.train_pairs > 0 and "data prep" in result.phases
+    assert all(c.solver == "transduction" for cands in result.candidates for c in cands)
+
+
+def test_solve_returns_one_list_per_test_input(engine, arc2_eval):
+    task = next(t for t in arc2_eval.values() if len(t.test) > 1 and t.cost_estimate() < 2000)
+    per_test = transduction.solve(task, Deadline.in_seconds(20), engine, n_augmentations=2, ttt_steps=2,
+                                  samples_per_augmentation=2, temperature=1.0, max_tokens=48)
+    assert len(per_test) == len(task.test)
+
+
+def test_unknown_option_is_named(engine, colour_swap_task):
+    with pytest.raises(ValueError, match="ttt_stepz"):
+        transduction.solve(colour_swap_task, Deadline.in_seconds(5), engine, ttt_stepz=3)

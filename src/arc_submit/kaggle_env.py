@@ -22,6 +22,14 @@ KAGGLE_WORKING = Path("/kaggle/working")
 COMPETITION_DIRS = ("arc-prize-2025", "arc-prize-2024")
 
 
+# A dry run with the tiny random model checks the plumbing, not accuracy: short contexts keep each CPU step to
+# a second or two, so all 8 tasks pass through training, sampling and voting inside the dry run's minutes.
+TINY_DRY_RUN_SOLVER_OPTIONS = {
+    "transduction": dict(n_augmentations=4, ttt_augmentations=2, max_prompt_tokens=1536, max_seq_len=2048,
+                         lora_rank=8, lora_alpha=16),
+}
+
+
 def is_competition_rerun() -> bool:
     return bool(os.environ.get("KAGGLE_IS_COMPETITION_RERUN"))
 
@@ -79,6 +87,9 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
     if dry_run:
         params.update(n_tasks=n_tasks, time_limit_s=dry_run_minutes * 60,
                       safety_margin_s=min(30.0, dry_run_minutes * 60 / 4))
+        solver = params.get("solver__name", "transduction")
+        if params.get("engine__model", "tiny") == "tiny" and not params.get("solver__options"):
+            params["solver__options"] = dict(TINY_DRY_RUN_SOLVER_OPTIONS.get(solver, {}))
     else:
         params.update(time_limit_s=time_limit_hours * 3600)
     config = load_config(config_yaml, **params)

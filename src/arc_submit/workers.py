@@ -74,7 +74,7 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
     status.send(("ready", None, None))
     while True:
         item = task_queue.get()
-        if item is None:
+        if item is None or run_deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
             break
         task_id, attempt = item
         with remaining.get_lock():
@@ -262,6 +262,10 @@ class WorkerPool:
                 result.finished = True
                 break
             if self.deadline.passed():
+                # Tasks in flight were allotted time up to the deadline and return what they have then; give
+                # them the grace period to journal it before they are killed.
+                if busy and time.time() < self.deadline.at + self.config.overrun_grace_s:
+                    continue
                 log.warning("run deadline reached with %d task(s) unstarted", len(self.queued))
                 break
             if not any(s.process is not None for s in self.slots):

@@ -37,6 +37,8 @@ class RunResult:
     busy: dict[str, float] = field(default_factory=dict)  # per-worker busy fraction
     peak_rss_gib: float = 0.0
     report_dir: Path | None = None
+    peak_rss_gib_by_tree: dict[str, float] = field(default_factory=dict)  # main (with icecuber), worker-N
+    peak_gpu_mib: dict[int, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"submission: {self.submission_path} ({'valid' if not self.problems else 'INVALID'})",
@@ -44,6 +46,10 @@ class RunResult:
                  f"wall time: {self.wall_s:.1f} s   peak host RSS (all processes): {self.peak_rss_gib:.2f} GiB"]
         if self.busy:
             lines.append("busy fraction: " + "  ".join(f"{w}: {f:.0%}" for w, f in self.busy.items()))
+        if self.peak_rss_gib_by_tree:
+            lines.append("peak RSS GiB: " + "  ".join(f"{n}: {g:.2f}" for n, g in self.peak_rss_gib_by_tree.items()))
+        if self.peak_gpu_mib:
+            lines.append("peak GPU MiB: " + "  ".join(f"gpu{g}: {m}" for g, m in self.peak_gpu_mib.items()))
         if self.score is not None:
             lines.append(f"score: {self.score.score:.4f} ({self.score.tasks_fully_solved}/{len(self.score.tasks)} "
                          f"tasks fully solved)")
@@ -198,7 +204,8 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path, j
         status = records[tid].status if tid in records else "pending"
         statuses[status] = statuses.get(status, 0) + 1
     result = RunResult(sub_path, problems, scored, time.time() - started, len(tasks), statuses,
-                       report.busy_fractions(events), monitor.peak_rss() / GIB, out_dir)
+                       report.busy_fractions(events), monitor.peak_rss() / GIB, out_dir,
+                       {n: b / GIB for n, b in monitor.peaks_by_tree().items()}, monitor.peak_gpu_mib())
     _write_report(result, tasks, records, choices, submission, events, monitor, out_dir)
     log.info("run finished\n%s", result.summary())
     return result

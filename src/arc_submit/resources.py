@@ -114,3 +114,13 @@ class ResourceMonitor:
             if name is None:
                 return max((sum(s.tree_rss.values()) for s in self.samples), default=0)
             return max((s.tree_rss.get(name, 0) for s in self.samples), default=0)
+
+    def peaks_by_tree(self) -> dict[str, int]:
+        with self._lock:
+            names = {n for s in self.samples for n in s.tree_rss}
+        return {n: self.peak_rss(n) for n in sorted(names)}
+
+    def peak_gpu_mib(self) -> dict[int, int]:
+        with self._lock:
+            gpus = {g for s in self.samples for g in s.gpu_mib}
+            return {g: max(s.gpu_mib.get(g, 0) for s in self.samples) for g in sorted(gpus)}

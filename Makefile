@@ -48,7 +48,8 @@ dataset:
 	@echo "built $(KAGGLE_SOURCE_DIR): upload with 'make upload'"
 
 # Needs Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY) and the notebook extra.
-upload: dataset
+upload: dataset install
+	$(BIN)/pip install -q -e ".[notebook]"
 	@if [ -f $$HOME/.kaggle/kaggle.json ] || [ -n "$$KAGGLE_KEY" ]; then \
 		$(BIN)/kaggle datasets version -p $(KAGGLE_SOURCE_DIR) --dir-mode zip -m "arc_submit $$(git rev-parse --short HEAD)"; \
 	else echo "no Kaggle credentials: put kaggle.json in ~/.kaggle or set KAGGLE_USERNAME and KAGGLE_KEY"; exit 1; fi

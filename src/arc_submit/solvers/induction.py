@@ -95,6 +95,7 @@ class InductionResult:
     phases: dict[str, float]
     programs: list[Program] = field(default_factory=list)  # every program that was executed
     samples: int = 0
+    tokens: int = 0  # generated, over all samples
     epochs_run: int = 0
     stopped_early: bool = False
     learning_steps: int = 0
@@ -322,6 +323,7 @@ def run(task: Task, deadline, engine, **options) -> InductionResult:
                                        min(sampling_deadline, deadline_at(deadline) or float("inf")),
                                        int(opts["max_sequences_per_call"]))
             result.samples += run_.sequences
+            result.tokens += sum(g.n_tokens for gens in run_.generations for g in gens)
             sampled = [(code, view) for (view, _), gens in zip(items, run_.generations)
                        for code in (prompts.code_from_completion(g.text) for g in gens) if code is not None]
 
@@ -349,9 +351,10 @@ def run(task: Task, deadline, engine, **options) -> InductionResult:
                 training = [(r.prompt, r.completion) for r in pool[: int(opts["relabel_pool"])]]
             train_s = seconds_left(deadline) / (epochs - epoch - 1) * float(opts["train_fraction"])
             if training and train_s >= 0.1:
+                # Training replaces the task's adapter; if it fails, the next epoch samples the base model.
                 adapter = train_adapter_logged(engine, adapter_name, training,
                                                train_settings(opts, opts["train_epochs"], opts["train_steps"]),
-                                               time.time() + train_s, clock) or adapter
+                                               time.time() + train_s, clock)
                 if adapter is not None:
                     result.learning_steps += 1
         result.relabelled = len(pool)

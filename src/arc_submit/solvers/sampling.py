@@ -90,11 +90,11 @@ def _prompt_cost(engine, prompt_tokens: Sequence[int], per_prompt: int, logprobs
     return sum(prompt_tokens) * per_prompt * (2 if logprobs else 1)
 
 
-def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None) -> SpeedModel:
+def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None, deadline=None) -> SpeedModel:
     """Four short timed calls when nothing is known about this engine yet (their text is thrown away): a few
     steps on a tiny prompt, alone (the bare step) and as a batch (its growth with the batch), one token of
     `prompt` (≈ its processing), a few steps of a variant of `prompt` (a different first character, so a prefix
-    cache cannot serve it: the step at long context)."""
+    cache cannot serve it: the step at long context). Gives up, knowing nothing, if the deadline passes."""
     speed = speed_of(engine)
     if speed.step_s is not None:
         return speed
@@ -107,10 +107,15 @@ def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None) -> SpeedM
         return time.time() - t0, max(max(g.n_tokens for g in out[0]), 1)
 
     n_prompt, n_short = engine.count_tokens(prompt), engine.count_tokens(PROBE_PROMPT)
-    short_s, short_steps = timed(PROBE_PROMPT, PROBE_STEPS)
-    batch_s, batch_steps = timed(PROBE_PROMPT, PROBE_STEPS, PROBE_BATCH)
-    one_s, _ = timed(prompt, 1)
-    many_s, many_steps = timed("~" + prompt, PROBE_STEPS)
+    calls = [(PROBE_PROMPT, PROBE_STEPS, 1), (PROBE_PROMPT, PROBE_STEPS, PROBE_BATCH), (prompt, 1, 1),
+             ("~" + prompt, PROBE_STEPS, 1)]
+    timings = []
+    for text, max_tokens, n in calls:
+        if seconds_left(deadline) <= 0:  # a fresh engine's first call can be slow (kernels, caches)
+            log.info("sampling speed probe stopped by the deadline")
+            return speed
+        timings.append(timed(text, max_tokens, n))
+    (short_s, short_steps), (batch_s, batch_steps), (one_s, _), (many_s, many_steps) = timings
     long_step = max((many_s - one_s) / max(many_steps - 1, 1), 1e-5)
     speed.prefill_s = max(one_s - long_step, 0.0) / max(n_prompt, 1)
     speed.step_s = max((short_s - speed.prefill_s * n_short) / short_steps, 1e-5)
@@ -159,7 +164,7 @@ def generate_within(engine, prompts: Sequence[str], n: int | Sequence[int], samp
     calls = sequences = 0
     stopped = False
     if work and seconds_left(deadline) > MARGIN_S:
-        probe_speed(engine, prompts[work[0][0]], sampling, adapter)
+        probe_speed(engine, prompts[work[0][0]], sampling, adapter, deadline)
     speed = speed_of(engine)
     tokens = list(prompt_tokens) if prompt_tokens is not None else [engine.count_tokens(p) for p in prompts]
     while work:

@@ -30,7 +30,7 @@ from ..select import Candidate, grid_key
 from ..tasks import MAX_SIDE, Task
 from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
                      resolve_options, task_rng, train_adapter_logged, train_settings)
-from .sampling import generate_within, greedy_copies, predict_seconds, probe_speed
+from .sampling import generate_within, greedy_copies, predict_seconds, probe_speed, speed_of
 
 log = logging.getLogger(__name__)
 SOLVER = "transduction"
@@ -63,6 +63,7 @@ class TransductionResult:
     adapter: Adapter | None = None
     train_pairs: int = 0
     samples: int = 0
+    tokens: int = 0  # generated, over all samples
     parsed: int = 0  # samples that were valid grids
     dropped: dict[str, int] = field(default_factory=dict)  # examples / views dropped to fit the context
 
@@ -189,7 +190,9 @@ def run(task: Task, deadline, engine, **options) -> TransductionResult:
         adapter = None
         if pairs and items and seconds_left(deadline) > 0:
             # Training may use train_fraction of the time, but never what sampling every view needs.
-            probe_speed(engine, items[0][2], sampling)
+            if speed_of(engine).step_s is None:  # a worker's first task: time the engine once
+                with clock.phase("speed probe"):
+                    probe_speed(engine, items[0][2], sampling, deadline=deadline)
             sampling_s = predict_seconds(engine, prompt_tokens, n, max_tokens, int(opts["max_sequences_per_call"]),
                                          sampling.logprobs)
             left = seconds_left(deadline)
@@ -211,6 +214,7 @@ def run(task: Task, deadline, engine, **options) -> TransductionResult:
                 run_ = generate_within(engine, [p for _, _, p in items], n, sampling, adapter, deadline,
                                        int(opts["max_sequences_per_call"]), prompt_tokens)
             result.samples = run_.sequences
+            result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
                 result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
     finally:

@@ -199,3 +199,20 @@ def test_missing_icecuber_is_a_warning_not_a_crash(tmp_path, caplog):
     result = run(config)
     check_valid_and_complete(result, 2)
     assert "icecuber unavailable, continuing without it" in caplog.text
+
+
+def test_a_model_that_cannot_load_does_not_crash_loop(tmp_path):
+    """Every worker fails at engine load: bounded restarts, the reason journaled, a valid file all the same."""
+    empty_model = tmp_path / "model"
+    empty_model.mkdir()  # exists (config accepts it) but holds no weights
+    config = make_config(tmp_path, n_tasks=3, max_worker_restarts=1, solver="transduction")
+    config.engine = EngineConfig(kind="hf", model=str(empty_model))
+    result = run(config)
+    check_valid_and_complete(result, 3)
+    events = list(read_events(tmp_path / "run" / "journals"))
+    failures = [e for e in events if e["event"] == "load-failed"]
+    assert len(failures) == 4  # 2 workers × (first start + 1 restart)
+    assert f"loading the hf engine for {empty_model}" in failures[0]["error"]
+    assert len([e for e in events if e["event"] == "worker-retired"]) == 2
+    assert result.statuses == {"skipped": 3} and result.wall_s < 60
+    assert not no_workers_left()

@@ -50,6 +50,7 @@ class RunConfig:
     priority: list = field(default_factory=lambda: ["transduction", "induction", "icecuber"])
     skip_invalid: bool = False
     retry_killed: bool = True  # a task whose worker died is retried once on another worker
+    max_worker_restarts: int = 3  # per GPU; past this a dying worker stays down and the others carry on
     overrun_grace_s: float = 10.0  # a task this far past its deadline is treated as hung and its worker killed
     monitor_interval_s: float = 5.0  # RAM / GPU memory sampling period
     seed: int = 0

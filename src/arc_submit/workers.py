@@ -68,8 +68,14 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
     run_deadline = Deadline(run_deadline_at)
     journal = Journal(journal_dir, name)
     t0 = time.time()
-    engine = make_engine(config, "cuda" if gpu is not None else "cpu")
-    solver = resolve_solver(config.solver.name)
+    try:
+        engine = make_engine(config, "cuda" if gpu is not None else "cpu")
+        solver = resolve_solver(config.solver.name)
+    except Exception as e:  # journaled so the report says why; the supervisor restarts us a bounded number of times
+        journal.write("load-failed", "-", traceback=traceback.format_exc(limit=8),
+                      error=f"loading the {config.engine.kind} engine for {config.engine.model}: {type(e).__name__}: {e}")
+        journal.close()
+        raise
     journal.write("ready", "-", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
     status.send(("ready", None, None))
     while True:
@@ -81,9 +87,10 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
             remaining.value -= 1
             tasks_left = remaining.value + 1  # this one included
         task_deadline = allot_task_deadline(run_deadline, n_workers, tasks_left, config.max_task_s)
+        # Tell the supervisor first: if we die from here on, it knows which task to settle and retry.
+        status.send(("start", task_id, task_deadline.at))
         journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2),
                       pid=os.getpid())
-        status.send(("start", task_id, task_deadline.at))
         started = time.time()
         try:
             per_test = solver(tasks[task_id], task_deadline, engine, **config.solver.options)
@@ -155,7 +162,7 @@ class WorkerPool:
         # cannot leave a shared lock held.
         reader, writer = self.ctx.Pipe(duplex=False)
         slot.process = self.ctx.Process(
-            target=worker_main, name=f"arc-worker-{slot.worker_id}", daemon=True,
+            target=worker_main, name=f"arc-worker-{slot.worker_id}", daemon=False,
             args=(slot.worker_id, slot.gpu, self.config, self.tasks, self.journal_dir, self.task_queue,
                   writer, self.deadline.at, self.remaining, len(self.slots)))
         slot.process.start()
@@ -189,13 +196,21 @@ class WorkerPool:
             slot.busy_s += time.time() - slot.task_started
         slot.task_id = slot.task_deadline = slot.task_started = None
 
-    def _restart(self, slot: WorkerSlot, why: str) -> None:
+    def _restart(self, slot: WorkerSlot, why: str, counts: bool = True) -> None:
+        if counts and slot.restarts >= self.config.max_worker_restarts:
+            # A worker that keeps dying (a model that cannot load, a broken GPU) would otherwise crash-loop
+            # until the deadline; the other workers, or the fallback, take its share.
+            log.error("worker %d not restarted after %s: it was restarted %d times already", slot.worker_id, why,
+                      slot.restarts)
+            self.journal.write("worker-retired", "-", worker_id=slot.worker_id, reason=why, restarts=slot.restarts)
+            slot.process = None
+            return
         if self.deadline.remaining() < RESTART_MIN_S or not self.queued:
             log.warning("worker %d not restarted after %s: %s", slot.worker_id, why,
                         "too little time left" if self.queued else "no tasks left")
             slot.process = None
             return
-        slot.restarts += 1
+        slot.restarts += counts
         self._spawn(slot)
 
     def _drain_status(self, timeout: float) -> None:
@@ -233,6 +248,13 @@ class WorkerPool:
         for slot in self.slots:
             self._spawn(slot)
         result = PoolResult(finished=False)
+        try:
+            self._supervise(result, on_tick)
+        finally:  # also on an exception or Ctrl-C here: no worker may outlive the pool
+            self._shutdown(result)
+        return result
+
+    def _supervise(self, result: PoolResult, on_tick) -> None:
         while True:
             self._drain_status(timeout=0.5)
             now = time.time()
@@ -254,7 +276,7 @@ class WorkerPool:
                     # Solvers check their deadline between phases; this far past it, the task is hung.
                     result.killed_tasks.append(slot.task_id)
                     self.kill_worker(slot, "timeout", f"overran its deadline by {self.config.overrun_grace_s:.0f}s")
-                    self._restart(slot, "task overrun")
+                    self._restart(slot, "task overrun", counts=False)  # the task was at fault, not the worker
             if on_tick is not None:
                 on_tick(self)
             busy = any(s.task_id is not None for s in self.slots)
@@ -271,8 +293,6 @@ class WorkerPool:
             if not any(s.process is not None for s in self.slots):
                 log.error("no worker left alive; %d task(s) unstarted", len(self.queued))
                 break
-        self._shutdown(result)
-        return result
 
     def _shutdown(self, result: PoolResult) -> None:
         for _ in self.slots:

@@ -124,6 +124,7 @@ def test_ram_ceiling_kills_the_growing_worker(tmp_path):
     assert rec.status == "killed"
     assert "RAM ceiling" in next(e["reason"] for e in rec.events if e["event"] == "killed")
     assert result.statuses == {"done": 3, "killed": 1}
+    assert max(result.busy.values()) > 0.5  # the killed task's time shows on its worker's timeline row
 
 
 def test_deadline_with_tasks_unstarted_still_writes_every_task(tmp_path):

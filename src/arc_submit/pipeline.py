@@ -198,7 +198,7 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path, j
                      else {tid: [ex.output for ex in t.test] for tid, t in tasks.items()})
         scored = score(submission, {tid: solutions[tid] for tid in tasks if tid in solutions})
 
-    events = list(read_events(journal_dir))
+    events = sorted(read_events(journal_dir), key=lambda e: e["t"])  # journals interleave in time
     statuses: dict[str, int] = {}
     for tid in tasks:
         status = records[tid].status if tid in records else "pending"

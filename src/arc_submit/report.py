@@ -140,10 +140,16 @@ def memory_png(samples, path: Path) -> Path | None:
     for name in names:
         ax.plot(ts, [s.tree_rss.get(name, 0) / 2**30 for s in samples], label=f"{name} RSS")
     ax.plot(ts, [sum(s.tree_rss.values()) / 2**30 for s in samples], "k--", label="all RSS")
-    ax.plot(ts, [s.host_available / 2**30 for s in samples], "k:", label="host available")
     ax.set_xlabel("seconds")
-    ax.set_ylabel("GiB")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("RSS GiB")
+    # Free RAM is on another scale (often 10× the RSS): its own axis keeps the RSS lines readable.
+    free_ax = ax.twinx()
+    free_ax.plot(ts, [s.host_available / 2**30 for s in samples], "k:", label="host available")
+    free_ax.set_ylabel("host available GiB")
+    free_ax.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    free_lines = free_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + free_lines[0], lines[1] + free_lines[1], fontsize=7, ncol=2)
     ax.set_title("host memory")
     return _save(fig, path)
 

@@ -36,11 +36,33 @@ def check_valid_and_complete(result, n):
     return sub
 
 
+def _live_children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+
+
+@pytest.fixture(autouse=True)
+def children_before():
+    """Processes other tests left running on purpose (a warm program executor, multiprocessing's resource
+    tracker) are not this test's workers: only children that appear during the test count."""
+    global _CHILDREN_BEFORE
+    _CHILDREN_BEFORE = _live_children()
+    yield
+
+
+_CHILDREN_BEFORE: set[int] = set()
+
+
 def no_workers_left():
-    """Children still running, apart from multiprocessing's own resource tracker (it lives as long as pytest)."""
-    me = psutil.Process()
-    return [p for p in me.children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-            and not any("resource_tracker" in part for part in p.cmdline())]
+    """Children started during this test that are still running (the resource tracker, started once, excepted)."""
+    left = []
+    for pid in _live_children() - _CHILDREN_BEFORE:
+        try:
+            if not any("resource_tracker" in part for part in psutil.Process(pid).cmdline()):
+                left.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return left
 
 
 def test_clean_run_solves_everything_and_reports(tmp_path):

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable, Sequence
@@ -49,7 +49,6 @@ from typing import Callable, Sequence
 import numpy as np
 import psutil
 
-from . import sandbox
 from .sandbox import CRASHED, ERROR_CLASSES, EXCEPTION, INVALID_OUTPUT, MEMORY, OK, SYNTAX, TIMEOUT  # noqa: F401
 from .tasks import Grid
 

@@ -15,7 +15,6 @@ Training itself is the shared loop in training.py (completion-only loss, deadlin
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import itertools
 import logging

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from .budget import Deadline, run_deadline
 from .config import RunConfig
 from .journal import Journal, collect, read_events, settled_task_ids
@@ -150,8 +152,6 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path, j
     worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
     monitor.watch("main", os.getpid())  # with icecuber's processes, which are its children
-    import psutil
-
     ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
     ice = _start_icecuber(config, tasks, deadline, out_dir)
 

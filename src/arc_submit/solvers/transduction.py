@@ -84,25 +84,35 @@ def answer_token_budget(task: Task, engine, fmt: str) -> int:
     return engine.count_tokens(prompts.transduction_answer(np.zeros((rows, cols), np.int8), fmt)) + 4
 
 
+def fitted_prompt(examples, test_input, engine, fmt: str, limit: int | None, dropped: dict[str, int],
+                  examples_key: str, prompt_key: str) -> str | None:
+    """The transduction prompt for test_input, its largest examples dropped until it fits `limit` tokens;
+    None when even one example does not fit. Drops are counted in `dropped` under the two keys."""
+    def render(kept):
+        return prompts.transduction_prompt(kept, test_input, fmt, engine.tokenizer)
+
+    kept, n_dropped = fit_examples(examples, render, engine.count_tokens, limit)
+    if n_dropped:
+        dropped[examples_key] = dropped.get(examples_key, 0) + n_dropped
+    if kept is None:
+        dropped[prompt_key] = dropped.get(prompt_key, 0) + 1
+        return None
+    return render(kept)
+
+
 def training_pairs(task: Task, augmentations: list[Augmentation], engine, fmt: str, limit: int | None,
                    dropped: dict[str, int]) -> list[tuple[str, str]]:
     """Leave-one-out (prompt, answer) pairs of every augmentation, each fitted into `limit` tokens."""
-    tokenizer = engine.tokenizer
     pairs = []
     for aug in augmentations:
         examples = aug.apply_examples(task.train)
         for i, held_out in enumerate(examples):
             answer = prompts.transduction_answer(held_out.output, fmt)
             room = None if limit is None else limit - engine.count_tokens(answer) - 1
-            rest, n_dropped = fit_examples(examples[:i] + examples[i + 1:],
-                                           lambda ex: prompts.transduction_prompt(ex, held_out.input, fmt, tokenizer),
-                                           engine.count_tokens, room)
-            if n_dropped:
-                dropped["train examples"] = dropped.get("train examples", 0) + n_dropped
-            if rest is None:
-                dropped["train pairs"] = dropped.get("train pairs", 0) + 1
-                continue
-            pairs.append((prompts.transduction_prompt(rest, held_out.input, fmt, tokenizer), answer))
+            prompt = fitted_prompt(examples[:i] + examples[i + 1:], held_out.input, engine, fmt, room, dropped,
+                                   "train examples", "train pairs")
+            if prompt is not None:
+                pairs.append((prompt, answer))
     return pairs
 
 
@@ -113,15 +123,9 @@ def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit:
     for aug in views:
         augmented = aug.apply_task(task)
         for t, test in enumerate(augmented.test):
-            kept, n_dropped = fit_examples(
-                augmented.train, lambda ex: prompts.transduction_prompt(ex, test.input, fmt, engine.tokenizer),
-                engine.count_tokens, limit)
-            if n_dropped:
-                dropped["test examples"] = dropped.get("test examples", 0) + n_dropped
-            if kept is None:
-                dropped["views"] = dropped.get("views", 0) + 1
-                continue
-            out.append((t, aug, prompts.transduction_prompt(kept, test.input, fmt, engine.tokenizer)))
+            prompt = fitted_prompt(augmented.train, test.input, engine, fmt, limit, dropped, "test examples", "views")
+            if prompt is not None:
+                out.append((t, aug, prompt))
     return out
 
 

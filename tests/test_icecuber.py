@@ -108,11 +108,13 @@ def test_normal_answers_land_on_the_right_test_input(tmp_path, arc2_sample, capl
         assert all(c.solver == "icecuber" for c in cands)
         assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
         assert cands[0].score == pytest.approx(0.5 + 33 / 100)  # the best score over the depths
-        assert cands[0].detail.startswith("depths 3,4,23,33")
+        assert cands[0].detail.startswith("depths 2,3,4,23,33")
     records = handle.records()
-    assert len(records) == len(per_test) * 4 and {r.status for r in records} == {"answered"}
-    assert [r.depth for r in records][:len(per_test)] == [3] * len(per_test)  # stages run in schedule order
-    assert (handle.work_dir / "logs" / "0_3.out").read_text().startswith("Running only task # 0")
+    assert len(records) == len(per_test) * 5 and {r.status for r in records} == {"answered"}
+    # The anytime schedule: a depth-2 pass over every input before any deeper stage starts.
+    assert [r.depth for r in records][:len(per_test)] == [2] * len(per_test)
+    assert [r.depth for r in records][len(per_test):2 * len(per_test)] == [3] * len(per_test)
+    assert (handle.work_dir / "logs" / "0_2.out").read_text().startswith("Running only task # 0")
     assert len((handle.work_dir / "runs.jsonl").read_text().splitlines()) == len(records)
     assert_status_logged_for_every_task(caplog, arc2_sample)
     assert_nothing_left_behind(handle)
@@ -254,7 +256,7 @@ def test_missing_or_unbuilt_copy_is_a_clear_error(tmp_path, small):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(IcecuberUnavailable, match="cannot prepare an icecuber work folder"):
         start_run(fake, small, tmp_path / "a-file" / "work")
-    with pytest.raises(ValueError, match=r"\['depth'\] do not exist"):
+    with pytest.raises(ValueError, match=r"option\(s\) depth do not exist; known: depths"):
         start_run(fake, small, tmp_path / "work", depth=3)
     nested = make_fake_icecuber(tmp_path / "dataset" / "ARC-solution")  # a Kaggle upload one folder deeper
     assert find_program(tmp_path / "dataset") == nested / "run"
@@ -266,9 +268,12 @@ def test_a_program_that_cannot_start_is_a_status_not_an_exception(tmp_path, smal
     broken.mkdir()
     (broken / "run").write_text("#!/no/such/interpreter\n")  # like a binary built for another machine
     handle = start_run(broken, small, tmp_path / "work", depths=(3, 4), **FAST)
-    assert handle.wait(time.time() + 30)
-    assert {r.status for r in handle.records()} == {"crashed"}
-    assert all("could not start" in r.problems[0] for r in handle.records())
+    assert not handle.wait(time.time() + 30)  # not completed: stopped once every run died the same way
+    crashed = [r for r in handle.records() if r.status == "crashed"]
+    assert len(crashed) >= 4 and {r.status for r in handle.records()} == {"crashed", "not-run"}
+    assert all("could not start" in r.problems[0] for r in crashed)
+    assert handle.failure is not None and "every icecuber run crashed the same way" in handle.failure
+    assert "could not start" in handle.failure and "No such file" in handle.failure
     assert handle.candidates() == {}
     assert_status_logged_for_every_task(caplog, small)
 

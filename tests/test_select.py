@@ -1,6 +1,7 @@
 import numpy as np
 
-from arc_submit.select import Candidate, select_attempts
+from arc_submit.candidates import Candidate
+from arc_submit.select import select_attempts
 
 
 def g(*rows):

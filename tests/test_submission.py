@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from arc_submit.select import Candidate, select_attempts
+from arc_submit.candidates import Candidate
+from arc_submit.select import select_attempts
 from arc_submit.submission import assemble, score, validate, write_submission
 
 

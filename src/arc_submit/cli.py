@@ -128,7 +128,8 @@ def add_icecuber(sub):
                    help="folder of a built copy of top-quarks/ARC-solution (holds the `run` program)")
     p.add_argument("--out", required=True, help="candidates.json: {task_id: [[candidate, ...] per test input]}")
     p.add_argument("--work-dir", default="icecuber-work", help="each run makes a fresh folder in here")
-    p.add_argument("--depths", default="3,23,33,4", help="depth schedule, comma-separated (default: safe_run.py's)")
+    p.add_argument("--depths", default="2,3,23,33,4",
+                   help="depth schedule, comma-separated (default: a depth-2 pass over every task, then safe_run.py's)")
     p.add_argument("--processes", type=int, default=4, help="programs at once")
     p.add_argument("--ram-gb", type=float, help="RAM ceiling for all programs together (default: half the machine)")
     p.add_argument("--time-limit", type=float, help="seconds until every program is stopped (default: no limit)")
@@ -160,6 +161,9 @@ def cmd_icecuber(args) -> int:
         write_json_atomic(args.out, candidates_to_json(tasks, handle.candidates()))
     print(handle.summary_table())
     print(f"candidates: {args.out}   work folder (logs, answer files, runs.jsonl): {handle.work_dir}")
+    if handle.failure is not None:
+        print(f"error: {handle.failure}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -3,6 +3,11 @@
 Each line is one event about one task: `start`, `candidates`, `done`, `error`, `timeout`, `killed`, `skipped`.
 A writer flushes and fsyncs every line, so a crash, an OOM kill or the deadline loses at most the line being
 written; readers skip a torn last line instead of failing.
+
+Candidates are journaled as soon as they are known, often more than once for the same test input (a solver's
+running answer after each phase, icecuber's answer file after each depth). A `candidates` line may carry a
+`snapshot` name: a later line with the same (task, test input, snapshot) replaces the earlier one instead of
+adding to it, so re-journaling a better list never double-counts votes. Lines without one always add.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .select import Candidate
+from .candidates import Candidate, valid_candidates
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +44,23 @@ class Journal:
         else:
             needs_newline = False
         self._file = open(self.path, "a", buffering=1)
+        self._lock = threading.Lock()  # icecuber journals from its supervisor thread and the main thread
         if needs_newline:
             self._file.write("\n")
 
     def write(self, event: str, task_id: str, **data) -> None:
         record = {"t": round(time.time(), 3), "worker": self._name, "event": event, "task_id": task_id, **data}
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
-    def candidates(self, task_id: str, test_index: int, candidates: Iterable[Candidate], **data) -> None:
+    def candidates(self, task_id: str, test_index: int, candidates: Iterable[Candidate],
+                   snapshot: str | None = None, **data) -> None:
+        """One test input's candidates; a later line with the same snapshot name replaces this one."""
+        if snapshot is not None:
+            data["snapshot"] = snapshot
         self.write("candidates", task_id, test_index=test_index,
                    candidates=[c.to_json() for c in candidates], **data)
 
@@ -87,9 +100,11 @@ class TaskRecord:
 
 
 def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
+    """What the journals say, per task. Candidates whose grid breaks the ARC rules are dropped with a warning."""
     records: dict[str, TaskRecord] = {}
     started: dict[tuple[str, str], float] = {}
-    for e in read_events(folder):
+    snapshots: dict[str, dict[tuple, list[Candidate]]] = {}  # task id -> (test index, snapshot) -> candidates
+    for n, e in enumerate(read_events(folder)):
         if e["task_id"] == "-":  # worker lifecycle events (ready), not about a task
             continue
         rec = records.setdefault(e["task_id"], TaskRecord(e["task_id"]))
@@ -102,13 +117,20 @@ def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
             if e["worker"] not in rec.workers:
                 rec.workers.append(e["worker"])
         elif event == "candidates":
-            cands = [Candidate.from_json(c) for c in e.get("candidates", [])]
-            rec.candidates.setdefault(int(e["test_index"]), []).extend(cands)
+            where = f"task {e['task_id']} test {e.get('test_index')} from {e['worker']}"
+            cands = valid_candidates(e.get("candidates", []),
+                                     lambda why: log.warning("%s: invalid candidate dropped: %s", where, why))
+            # A snapshot replaces its predecessor (dict keys keep their first position: order stays stable).
+            snapshot = (int(e["test_index"]), e.get("snapshot") or f"line-{n}")
+            snapshots.setdefault(e["task_id"], {})[snapshot] = cands
         elif event in FINAL_EVENTS:
             rec.status = event
             t0 = started.pop((e["task_id"], e["worker"]), None)
             if t0 is not None:
                 rec.seconds += e["t"] - t0
+    for task_id, by_snapshot in snapshots.items():
+        for (test_index, _), cands in by_snapshot.items():
+            records[task_id].candidates.setdefault(test_index, []).extend(cands)
     return records
 
 

@@ -1,10 +1,12 @@
 """The run: icecuber on the CPU, one worker per GPU on the LLM solver, one deadline; then assemble, validate, score.
 
-    tasks ─┬─► icecuber (subprocesses, niced) ───────────────────────────────┐
-           └─► queue (largest first) ─► workers ─► journals ─► select ─► submission.json ─► validate ─► score
+    tasks ─┬─► icecuber (subprocesses, niced) ── each answer file ──┐
+           └─► tasks handed out largest first ─► workers ─ emit ────┴─► journals ─► assembly ─► submission.json
 
-A submission.json with every task is written whatever fails: a solver error, a dead worker, the deadline, a
-missing model or icecuber. Re-running with the same out_dir resumes: settled tasks are not solved again.
+submission.json exists, complete and valid, from before the first task starts (every task's fallback), and is
+re-assembled from the journals whenever a task settles, every `assemble_every_s` and at the end. So a run killed
+at any moment leaves a valid file with every answer journaled before the kill, and re-running with the same
+out_dir resumes: settled tasks are not solved again and finished icecuber programs are not run again.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import psutil
 
 from .budget import Deadline, run_deadline
 from .config import RunConfig
-from .journal import Journal, collect, read_events, settled_task_ids
+from .assembly import Assembly, PeriodicAssembly
+from .fileio import write_json_atomic
+from .journal import Journal, read_events, settled_task_ids
 from .resources import GIB, ResourceMonitor, gpu_memory_used_mib
-from .select import select_attempts
-from .submission import ScoreReport, assemble, score, validate, write_submission
+from .submission import ScoreReport, score, validate
 from .tasks import Task, load_solutions, load_tasks
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class RunResult:
     report_dir: Path | None = None
     peak_rss_gib_by_tree: dict[str, float] = field(default_factory=dict)  # main (with icecuber), worker-N
     peak_gpu_mib: dict[int, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what went wrong without costing the file (shown loudly)
 
     def summary(self) -> str:
         lines = [f"submission: {self.submission_path} ({'valid' if not self.problems else 'INVALID'})",
@@ -55,6 +59,7 @@ class RunResult:
         if self.score is not None:
             lines.append(f"score: {self.score.score:.4f} ({self.score.tasks_fully_solved}/{len(self.score.tasks)} "
                          f"tasks fully solved)")
+        lines += [f"WARNING: {w}" for w in self.warnings]
         lines += [f"problem: {p}" for p in self.problems[:20]]
         return "\n".join(lines)
 
@@ -79,6 +84,9 @@ def worker_ram_ceiling(config: RunConfig, total_bytes: int) -> float:
     return max(0.9 * total_bytes - icecuber_share, 0.25 * total_bytes)
 
 
+RUN_CONFIG_NAME = "run-config.json"  # beside the journals: what `arc-submit assemble` needs to re-assemble
+
+
 def _log_to_file(out_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(out_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -88,142 +96,171 @@ def _log_to_file(out_dir: Path) -> logging.Handler:
     return handler
 
 
-def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadline, out_dir: Path):
-    """A running icecuber handle, or None (not configured, or unusable: the run goes on without it)."""
-    if config.icecuber.dir is None:
-        return None
-    from .solvers import icecuber
-
-    try:
-        run = icecuber.start_run(config.icecuber.dir, tasks, out_dir / "icecuber", deadline, **config.icecuber.options)
-    except (icecuber.IcecuberUnavailable, ValueError, TypeError) as e:  # TypeError/ValueError: bad options
-        log.warning("icecuber unavailable, continuing without it: %s", e)
-        return None
-    return run
-
-
-def _finish_icecuber(run, journal_dir: Path) -> None:
-    """Stop icecuber and journal its candidates (kept from every run that finished before a kill or the deadline)."""
-    if run is None:
-        return
-    try:
-        run.stop()
-        per_test = run.candidates()
-    except Exception:
-        log.exception("icecuber failed; continuing with the LLM candidates only")
-        return
-    with Journal(journal_dir, "icecuber") as journal:
-        for (task_id, test_index), cands in sorted(per_test.items()):
-            journal.candidates(task_id, test_index, cands)
-        for task_id, status in sorted(run.statuses().items()):
-            journal.write("icecuber-status", task_id, status=status)
-
-
 def run(config: RunConfig) -> RunResult:
     config.validate()
-    started = time.time()
+    started = config.started_at or time.time()  # the notebook passes the kernel's start: the limit counts from it
     deadline = run_deadline(config.time_limit_s, config.safety_margin_s, started)
     out_dir = Path(config.out_dir)
-    journal_dir = out_dir / "journals"
-    journal_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "journals").mkdir(parents=True, exist_ok=True)
     handler = _log_to_file(out_dir)
     try:
-        return _run(config, started, deadline, out_dir, journal_dir)
+        return _run(config, started, deadline, out_dir)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path, journal_dir: Path) -> RunResult:
-    from tqdm.auto import tqdm
-
-    from . import report
-    from .workers import WorkerPool
-
+def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -> RunResult:
+    journal_dir = out_dir / "journals"
     tasks = load_tasks(config.challenges, config.solutions, skip_invalid=config.skip_invalid, limit=config.n_tasks)
     log.info("%d tasks from %s; deadline in %.0f s", len(tasks), config.challenges, deadline.remaining())
-    settled = settled_task_ids(journal_dir)
-    order = sorted((t for t in tasks if t not in settled), key=lambda t: (-tasks[t].cost_estimate(), t))
-    if settled:
-        log.info("resuming: %d task(s) already settled in %s", len(settled & set(tasks)), journal_dir)
+    write_json_atomic(out_dir / RUN_CONFIG_NAME, config.to_dict(), indent=1)
+    assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s)
+    assembly.now()  # from here on a valid, complete submission.json exists
+    order = tasks_to_solve(tasks, journal_dir)
 
     gpus: list[str | None] = visible_gpus()
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
     worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
     monitor.watch("main", os.getpid())  # with icecuber's processes, which are its children
-    ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
-    ice = _start_icecuber(config, tasks, deadline, out_dir)
-
-    if order:
-        pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor)
-        bar = tqdm(total=len(order), desc="tasks", unit="task")
-
-        def on_tick(p: WorkerPool) -> None:
-            done = len(order) - len(p.queued) - sum(s.task_id is not None for s in p.slots)
-            bar.update(max(done - bar.n, 0))
-            sample = monitor.samples[-1] if monitor.samples else None
-            # Only the workers count here: icecuber (under 'main') enforces its own ceiling, and a GPU worker
-            # must never die for memory icecuber uses.
-            workers_rss = sum(v for k, v in sample.tree_rss.items() if k.startswith("worker-")) if sample else 0
-            if workers_rss > ceiling:
-                victim = p.largest_worker()
-                if victim is not None and victim.task_id is not None:
-                    log.warning("RAM ceiling %.1f GiB reached: killing worker %d", ceiling / GIB, victim.worker_id)
-                    p.kill_worker(victim, "killed", f"RAM ceiling {ceiling / GIB:.1f} GiB reached")
-                    monitor.sample()
-            if ice is not None:
-                ice.poll()
-
-        pool_result = pool.run(on_tick)
-        bar.update(len(order) - bar.n)
-        bar.close()
-        log.info("workers finished=%s killed=%s unstarted=%d", pool_result.finished, pool_result.killed_tasks,
-                 len(pool_result.unstarted_tasks))
-    if ice is not None:
-        ice.wait(deadline)
-    _finish_icecuber(ice, journal_dir)
+    warnings: list[str] = []
+    with Journal(journal_dir, "icecuber") as ice_journal:
+        ice = _start_icecuber(config, tasks, deadline, out_dir, ice_journal, warnings)
+        if order:
+            _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, monitor, ice, assembly)
+        _finish_icecuber(ice, deadline, ice_journal, warnings, assembly)
     monitor.stop()
 
-    records = collect(journal_dir)
-    choices = {tid: [select_attempts(records[tid].candidates.get(i, []), config.priority)
-                     if tid in records else [] for i in range(len(task.test))]
-               for tid, task in tasks.items()}
-    submission = assemble(tasks, choices)
-    sub_path = write_submission(out_dir / "submission.json", submission)
-    problems = validate(submission, tasks)
+    final = assembly.now()
+    if final is None:  # the periodic one logs and carries on; the last one must not fail quietly
+        raise RuntimeError(f"assembling {out_dir / 'submission.json'} failed at the end (see the log above); the "
+                           f"file from the last successful assembly is in place")
+    return _finish(config, tasks, final, started, monitor, out_dir, warnings)
+
+
+def tasks_to_solve(tasks: dict[str, Task], journal_dir: Path) -> list[str]:
+    """Tasks not settled by an earlier run in this folder, largest first."""
+    settled = settled_task_ids(journal_dir)
+    if settled & set(tasks):
+        log.info("resuming: %d task(s) already settled in %s", len(settled & set(tasks)), journal_dir)
+    return sorted((t for t in tasks if t not in settled), key=lambda t: (-tasks[t].cost_estimate(), t))
+
+
+def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadline, out_dir: Path,
+                    journal: Journal, warnings: list[str]):
+    """A running icecuber handle that journals every answer as it lands, or None (not configured, or unusable:
+    the run goes on without it, saying so)."""
+    if config.icecuber.dir is None:
+        return None
+    from .solvers import icecuber
+
+    def on_answer(task_id: str, test_index: int, ranked) -> None:
+        # One snapshot per test input: each answer file replaces icecuber's ranking so far with the merged one.
+        journal.candidates(task_id, test_index, ranked, snapshot="icecuber")
+
+    options = {"resume": True, **config.icecuber.options}
+    try:
+        return icecuber.start_run(config.icecuber.dir, tasks, out_dir / "icecuber", deadline, on_answer, **options)
+    except (icecuber.IcecuberUnavailable, ValueError, TypeError) as e:  # TypeError/ValueError: bad options
+        warnings.append(f"icecuber unavailable, the run went on without it: {e}")
+        log.error("icecuber unavailable, continuing without it: %s", e)
+        return None
+
+
+def _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, monitor, ice, assembly) -> None:
+    from tqdm.auto import tqdm
+
+    from .workers import WorkerPool
+
+    ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
+    pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor)
+    bar = tqdm(total=len(order), desc="tasks", unit="task")
+
+    def on_tick(p: WorkerPool) -> None:
+        settled = len(order) - len(p.queued) - sum(s.task_id is not None for s in p.slots)
+        bar.update(max(settled - bar.n, 0))
+        assembly.maybe(settled)
+        sample = monitor.samples[-1] if monitor.samples else None
+        # Only the workers count here: icecuber (under 'main') enforces its own ceiling, and a GPU worker
+        # must never die for memory icecuber uses.
+        workers_rss = sum(v for k, v in sample.tree_rss.items() if k.startswith("worker-")) if sample else 0
+        if workers_rss > ceiling:
+            victim = p.largest_worker()
+            if victim is not None and victim.task_id is not None:
+                log.warning("RAM ceiling %.1f GiB reached: killing worker %d", ceiling / GIB, victim.worker_id)
+                p.kill_worker(victim, "killed", f"RAM ceiling {ceiling / GIB:.1f} GiB reached")
+                monitor.sample()
+        if ice is not None:
+            ice.poll()
+
+    result = pool.run(on_tick)
+    # Tasks the deadline kept from starting are skipped, not done: the bar says so instead of showing 100%.
+    bar.update(max(len(order) - len(result.unstarted_tasks) - bar.n, 0))
+    bar.close()
+    log.info("workers finished=%s killed=%s unstarted=%d", result.finished, result.killed_tasks,
+             len(result.unstarted_tasks))
+
+
+def _finish_icecuber(run, deadline: Deadline, journal: Journal, warnings: list[str],
+                     assembly: PeriodicAssembly) -> None:
+    """Let icecuber use the time left (re-assembling meanwhile), stop it, and journal each task's run statuses
+    (its answers are journaled already, as they landed)."""
+    if run is None:
+        return
+    try:
+        while not run.done and not deadline.passed():
+            run.join(min(assembly.interval_s, deadline.remaining()))
+            assembly.maybe(-1)
+        run.wait(deadline)  # at the deadline: stops what still runs
+        run.stop()
+        for task_id, status in sorted(run.statuses().items()):
+            journal.write("icecuber-status", task_id, status=status)
+    except Exception:
+        log.exception("icecuber failed; continuing with the answers journaled so far")
+    if run.failure is not None:
+        warnings.append(run.failure)
+        journal.write("icecuber-failed", "-", error=run.failure)
+
+
+def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started: float, monitor, out_dir: Path,
+            warnings: list[str]) -> RunResult:
+    """Validate, score (when solutions are known), report."""
+    from . import report
+
+    problems = validate(final.submission, tasks)
     scored = None
     if all(t.has_solutions for t in tasks.values()) or config.solutions:
         solutions = (load_solutions(config.solutions) if config.solutions
                      else {tid: [ex.output for ex in t.test] for tid, t in tasks.items()})
-        scored = score(submission, {tid: solutions[tid] for tid in tasks if tid in solutions})
-
+        scored = score(final.submission, {tid: solutions[tid] for tid in tasks if tid in solutions})
+    journal_dir = out_dir / "journals"
     events = sorted(read_events(journal_dir), key=lambda e: e["t"])  # journals interleave in time
     statuses: dict[str, int] = {}
     for tid in tasks:
-        status = records[tid].status if tid in records else "pending"
+        status = final.records[tid].status if tid in final.records else "pending"
         statuses[status] = statuses.get(status, 0) + 1
-    result = RunResult(sub_path, problems, scored, time.time() - started, len(tasks), statuses,
+    result = RunResult(out_dir / "submission.json", problems, scored, time.time() - started, len(tasks), statuses,
                        report.busy_fractions(events), monitor.peak_rss() / GIB, out_dir,
-                       {n: b / GIB for n, b in monitor.peaks_by_tree().items()}, monitor.peak_gpu_mib())
-    _write_report(result, tasks, records, choices, submission, events, monitor, out_dir)
+                       {n: b / GIB for n, b in monitor.peaks_by_tree().items()}, monitor.peak_gpu_mib(), warnings)
+    _write_report(result, tasks, final, events, monitor, out_dir)
     log.info("run finished\n%s", result.summary())
     return result
 
 
-def _write_report(result: RunResult, tasks, records, choices, submission, events, monitor, out_dir: Path) -> None:
+def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, out_dir: Path) -> None:
     """Report files; a failure here is logged, never allowed to cost the submission already written."""
     from . import report
 
     try:
-        rows = report.task_rows(tasks, records, choices, result.score)
+        rows = report.task_rows(tasks, final.records, final.choices, result.score)
         report.write_table(rows, out_dir, result.summary().splitlines())
         report.timeline_png(events, out_dir / "timeline.png")
         report.memory_png(monitor.samples, out_dir / "memory.png")
         # A few tasks to look at: solved ones first when scores are known, else the first ones.
         solved = [t.task_id for t in result.score.tasks if t.solved] if result.score else []
         for tid in (solved + [t for t in tasks if t not in solved])[:6]:
-            attempts = [[e["attempt_1"], e["attempt_2"]] for e in submission[tid]]
+            attempts = [[e["attempt_1"], e["attempt_2"]] for e in final.submission[tid]]
             report.task_png(tasks[tid], attempts, out_dir / "tasks" / f"{tid}.png")
     except Exception:
         log.exception("writing the report failed (the submission is unaffected)")

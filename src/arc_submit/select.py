@@ -18,32 +18,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .candidates import Candidate, grid_key
 from .tasks import Grid
-
-
-def grid_key(grid: Grid) -> tuple:
-    """Hashable identity of a grid: equal grids (same shape, same cells) have equal keys."""
-    g = np.asarray(grid, dtype=np.int8)
-    return (g.shape, g.tobytes())
-
-
-@dataclass(frozen=True, eq=False)
-class Candidate:
-    """One answer a solver proposes for one test input."""
-    grid: Grid
-    solver: str
-    score: float = 0.0  # the solver's own confidence (mean log-prob, train fit, icecuber's rank score); higher is better
-    count: int = 1  # votes: samples / augmentations / programs that produced this grid
-    detail: str = ""  # free provenance (augmentation names, program ids) for the report
-
-    def to_json(self) -> dict:
-        return {"grid": np.asarray(self.grid).tolist(), "solver": self.solver, "score": float(self.score),
-                "count": int(self.count), "detail": self.detail}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Candidate":
-        return cls(np.asarray(d["grid"], dtype=np.int8), d["solver"], float(d.get("score", 0.0)),
-                   int(d.get("count", 1)), d.get("detail", ""))
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .fileio import write_json_atomic
-from .select import Choice, grid_key
+from .candidates import grid_key
+from .select import Choice
 from .tasks import Grid, Task, grid_problem
 
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")

@@ -1,28 +1,35 @@
-"""Worker processes (one per GPU, or N on a CPU) pulling tasks from one shared queue, and their supervisor.
+"""Worker processes (one per GPU, or N on a CPU) pulling tasks one at a time, and their supervisor.
 
-Why a pulled queue and not a pre-split: task costs differ by 100×, so any static split leaves GPUs idle while
-another still has a backlog. Tasks are queued largest first (longest-processing-time-first keeps the tail short).
+Why tasks are pulled and not pre-split: task costs differ by 100×, so any static split leaves GPUs idle while
+another still has a backlog. Tasks go out largest first (longest-processing-time-first keeps the tail short).
+
+Each worker has one pipe to the supervisor, and the supervisor hands out every task over it: a worker asks
+(`ready`, then `end` after each task) and gets the next task or None. No queue or lock is shared, so a worker
+killed at any moment cannot take a lock with it and jam the others (a shared multiprocessing.Queue did).
 
 A worker loads its engine once, then per task: takes its share of the remaining time (budget.py), runs the
-solver, and journals the candidates. The supervisor (main process) sees each start/end on a status queue and
-watches the workers: one that dies has its task retried once elsewhere and is restarted while time allows; one
-that overruns its task's deadline by more than a grace period is killed and restarted; at the run deadline all
-are stopped. Everything that happens is journaled, so assembly never depends on a worker's memory.
+solver and journals the candidates as the solver finds them (`emit`), so a task killed later keeps them. The
+supervisor watches the workers: one that dies has its task retried once elsewhere and is restarted while time
+allows; one that overruns its task's deadline by more than a grace period is killed and restarted; at the run
+deadline all are stopped. A worker whose supervisor dies kills itself and everything it started.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import multiprocessing as mp
 import os
 from multiprocessing import connection as mp_connection
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 
 from .budget import Deadline, allot_task_deadline
+from .candidates import valid_candidates
 from .config import RunConfig
 from .journal import Journal
 from .tasks import Task
@@ -55,15 +62,46 @@ def make_engine(config: RunConfig, device: str):
     return make_llm_engine(config.engine.kind, config.engine.model, **options)
 
 
+def die_with_supervisor(poll_s: float = 0.5) -> None:
+    """A daemon thread that kills this worker's whole process group (itself, vLLM's engine core, program
+    runners) as soon as its parent is gone: a SIGKILLed supervisor must not leave GPU workers running."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def accepts_emit(solver) -> bool:
+    try:
+        return "emit" in inspect.signature(solver).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def journal_per_test(journal: Journal, task_id: str, per_test, snapshot: str) -> None:
+    """A solver's candidates, one line per test input; grids that break the ARC rules are dropped and noted."""
+    for test_index, candidates in enumerate(per_test):
+        def dropped(why: str, i=test_index) -> None:
+            journal.write("invalid-candidate", task_id, test_index=i, error=why)
+            log.warning("task %s test %d: invalid candidate dropped: %s", task_id, i, why)
+        journal.candidates(task_id, test_index, valid_candidates(candidates, dropped), snapshot=snapshot)
+
+
 def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[str, Task], journal_dir: str,
-                task_queue, status, run_deadline_at: float, remaining, n_workers: int) -> None:
+                conn, run_deadline_at: float, n_workers: int) -> None:
     """Body of one worker process (spawned: nothing is inherited but these arguments)."""
     if gpu is not None:
         # Before anything imports torch: this process sees exactly one GPU, as device 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     os.setpgid(0, 0)  # own process group: the supervisor kills the worker and anything it started together
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(name)s: %(message)s")
+    die_with_supervisor()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(name)s: %(message)s",
+                        force=True)
     name = f"worker-{worker_id}"
     run_deadline = Deadline(run_deadline_at)
     journal = Journal(journal_dir, name)
@@ -76,32 +114,37 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
                       error=f"loading the {config.engine.kind} engine for {config.engine.model}: {type(e).__name__}: {e}")
         journal.close()
         raise
+    from .solvers.common import drain_notes
+
     journal.write("ready", "-", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
-    status.send(("ready", None, None))
+    conn.send(("ready", None, None))
+    takes_emit = accepts_emit(solver)
     while True:
-        item = task_queue.get()
+        item = conn.recv()  # the supervisor's answer: (task id, attempt, tasks not yet started) or None
         if item is None or run_deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
             break
-        task_id, attempt = item
-        with remaining.get_lock():
-            remaining.value -= 1
-            tasks_left = remaining.value + 1  # this one included
+        task_id, attempt, tasks_left = item
         task_deadline = allot_task_deadline(run_deadline, n_workers, tasks_left, config.max_task_s)
         # Tell the supervisor first: if we die from here on, it knows which task to settle and retry.
-        status.send(("start", task_id, task_deadline.at))
+        conn.send(("start", task_id, task_deadline.at))
         journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2),
                       pid=os.getpid())
         started = time.time()
+        # Each journaling of this attempt replaces the last (a snapshot): the final answer supersedes the running
+        # ones, and a task killed mid-way keeps its latest.
+        snapshot = f"{config.solver.name}#{attempt}"
+        extra = {"emit": lambda per_test: journal_per_test(journal, task_id, per_test, snapshot)} if takes_emit else {}
         try:
-            per_test = solver(tasks[task_id], task_deadline, engine, **config.solver.options)
-            for test_index, candidates in enumerate(per_test):
-                journal.candidates(task_id, test_index, candidates)
+            per_test = solver(tasks[task_id], task_deadline, engine, **extra, **config.solver.options)
+            journal_per_test(journal, task_id, per_test, snapshot)
             journal.write("done", task_id, seconds=round(time.time() - started, 3))
         except Exception as e:  # one task's failure never takes the worker down
             journal.write("error", task_id, seconds=round(time.time() - started, 3), error=f"{type(e).__name__}: {e}",
                           traceback=traceback.format_exc(limit=8))
             log.warning("task %s raised %s: %s", task_id, type(e).__name__, e)
-        status.send(("end", task_id, None))
+        for n in drain_notes():
+            journal.write("note", n["task_id"], kind=n["kind"], text=n["text"])
+        conn.send(("end", task_id, None))  # and: the next one, please
     if engine is not None and hasattr(engine, "close"):
         engine.close()
     journal.close()
@@ -112,7 +155,9 @@ class WorkerSlot:
     worker_id: int
     gpu: str | None
     process: mp.Process | None = None
-    status: object = None  # our end of the worker's status pipe
+    status: object = None  # our end of the worker's pipe
+    waiting: bool = False  # asked for a task and got none yet (nothing to hand out at the time)
+    offered: tuple | None = None  # (task id, attempt) handed out and not yet announced as started
     task_id: str | None = None
     task_deadline: float | None = None
     attempt: int = 0
@@ -145,29 +190,25 @@ class WorkerPool:
                  journal_dir: str, run_deadline: Deadline, monitor=None):
         self.config, self.tasks, self.journal_dir, self.deadline = config, tasks, journal_dir, run_deadline
         self.ctx = mp.get_context("spawn")  # CUDA cannot survive a fork; spawn gives each worker a clean start
-        self.task_queue = self.ctx.Queue()
-        self.remaining = self.ctx.Value("i", len(order))
         self.slots = [WorkerSlot(i, gpu) for i, gpu in enumerate(gpus)]
         self.monitor = monitor
         self.journal = Journal(journal_dir, "supervisor")
         self.order = list(order)
-        self.queued = set(order)  # queued and not yet started
+        self.pending: list[tuple[str, int]] = [(task_id, 0) for task_id in order]  # to hand out, in this order
+        self.queued = set(order)  # not yet started (pending, or handed out and not yet announced)
         self.retried: set[str] = set()
-        for task_id in order:
-            self.task_queue.put((task_id, 0))
 
     def _spawn(self, slot: WorkerSlot) -> None:
         # One pipe per worker, written synchronously: a worker that dies right after announcing a task has
-        # still announced it (a shared queue's feeder thread would lose that message), and a killed worker
-        # cannot leave a shared lock held.
-        reader, writer = self.ctx.Pipe(duplex=False)
+        # still announced it, and there is no shared lock a killed worker could leave held.
+        ours, theirs = self.ctx.Pipe(duplex=True)
         slot.process = self.ctx.Process(
             target=worker_main, name=f"arc-worker-{slot.worker_id}", daemon=False,
-            args=(slot.worker_id, slot.gpu, self.config, self.tasks, self.journal_dir, self.task_queue,
-                  writer, self.deadline.at, self.remaining, len(self.slots)))
+            args=(slot.worker_id, slot.gpu, self.config, self.tasks, self.journal_dir, theirs, self.deadline.at,
+                  len(self.slots)))
         slot.process.start()
-        writer.close()
-        slot.status = reader
+        theirs.close()
+        slot.status, slot.waiting, slot.offered = ours, False, None
         if self.monitor is not None:
             self.monitor.watch(f"worker-{slot.worker_id}", slot.process.pid)
         log.info("worker %d started (pid %d, gpu %s)", slot.worker_id, slot.process.pid, slot.gpu)
@@ -183,9 +224,8 @@ class WorkerPool:
         if retry:
             self.retried.add(task_id)
             self.queued.add(task_id)
-            with self.remaining.get_lock():
-                self.remaining.value += 1
-            self.task_queue.put((task_id, slot.attempt + 1))
+            self.pending.insert(0, (task_id, slot.attempt + 1))  # next out: its time share is already spent
+            self._hand_out_to_waiting()
             log.warning("task %s: %s (%s); retrying once on another worker", task_id, event, reason)
         else:
             log.warning("task %s: %s (%s)", task_id, event, reason)
@@ -213,6 +253,30 @@ class WorkerPool:
         slot.restarts += counts
         self._spawn(slot)
 
+    def _hand_out(self, slot: WorkerSlot) -> None:
+        """Answer a worker's request: the next task, or (nothing pending) make it wait for a retry or the end."""
+        if not self.pending or self.deadline.passed():
+            slot.waiting = True
+            return
+        task_id, attempt = self.pending.pop(0)
+        try:
+            slot.status.send((task_id, attempt, len(self.queued)))
+        except (OSError, ValueError):  # the worker died meanwhile: the task goes back first in line
+            self.pending.insert(0, (task_id, attempt))
+            return
+        slot.waiting, slot.offered = False, (task_id, attempt)
+
+    def _hand_out_to_waiting(self) -> None:
+        for slot in self.slots:
+            if slot.waiting and slot.status is not None and self.pending:
+                self._hand_out(slot)
+
+    def _reclaim_offer(self, slot: WorkerSlot) -> None:
+        """A worker that died between receiving a task and starting it: the task goes back first in line."""
+        if slot.offered is not None:
+            self.pending.insert(0, slot.offered)
+            slot.offered = None
+
     def _drain_status(self, timeout: float) -> None:
         conns = {slot.status: slot for slot in self.slots if slot.status is not None}
         for conn in mp_connection.wait(list(conns), timeout=timeout):
@@ -228,13 +292,22 @@ class WorkerPool:
                     break
                 if kind == "start":
                     self.queued.discard(task_id)
+                    slot.attempt = slot.offered[1] if slot.offered and slot.offered[0] == task_id else 0
+                    slot.offered = None
                     slot.task_id, slot.task_deadline, slot.task_started = task_id, deadline_at, time.time()
                 elif kind == "end" and slot.task_id == task_id:
                     self._end_task(slot)
+                    self._hand_out(slot)
+                elif kind == "ready":
+                    self._hand_out(slot)
 
     def kill_worker(self, slot: WorkerSlot, event: str, reason: str) -> None:
         if slot.process is not None:
             kill_tree(slot.process)
+        if slot.status is not None:
+            slot.status.close()
+            slot.status = None
+        self._reclaim_offer(slot)
         self._settle_lost_task(slot, event, reason)
 
     def largest_worker(self) -> WorkerSlot | None:
@@ -267,6 +340,7 @@ class WorkerPool:
                     proc.join()
                     slot.process = None
                     self._drain_status(timeout=0)  # whatever it announced before dying is in its pipe
+                    self._reclaim_offer(slot)
                     if slot.task_id is not None:
                         result.killed_tasks.append(slot.task_id)
                         self._settle_lost_task(slot, "killed", f"worker exited with code {code}")
@@ -295,8 +369,12 @@ class WorkerPool:
                 break
 
     def _shutdown(self, result: PoolResult) -> None:
-        for _ in self.slots:
-            self.task_queue.put(None)
+        for slot in self.slots:
+            if slot.status is not None:
+                try:
+                    slot.status.send(None)  # a waiting worker ends; a busy one reads it after its task
+                except (OSError, ValueError):
+                    pass
         for slot in self.slots:
             if slot.process is None:
                 continue
@@ -312,6 +390,7 @@ class WorkerPool:
         for task_id in result.unstarted_tasks:
             self.journal.write("skipped", task_id, reason="run deadline reached before it started")
         self.journal.close()
-        # The task queue owns a feeder thread; close it so the interpreter exits promptly.
-        self.task_queue.cancel_join_thread()
-        self.task_queue.close()
+        for slot in self.slots:
+            if slot.status is not None:
+                slot.status.close()
+                slot.status = None

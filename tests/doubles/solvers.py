@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from arc_submit.select import Candidate
+from arc_submit.candidates import Candidate
 
 
 def _answers(task) -> list[list[Candidate]]:

@@ -110,16 +110,70 @@ def engine_context_tokens(engine) -> int | None:
     return int(value) if value else None
 
 
+# Things a task's journal should say that are not candidates (training fell back to the base model, ...). The
+# worker drains them after each task and journals them as `note` events, which the report shows.
+_NOTES: list[dict] = []
+# Per engine: out-of-memory failures in a row, and why training is off for good once they repeat.
+_OOM_STREAK: dict[int, int] = {}
+_TRAINING_OFF: dict[int, str] = {}
+OOM_STREAK_LIMIT = 2  # training that ran out of memory this many times in a row is not tried again
+
+
+def note(task_id: str, kind: str, text: str) -> None:
+    _NOTES.append({"task_id": task_id, "kind": kind, "text": text})
+
+
+def drain_notes() -> list[dict]:
+    out = list(_NOTES)
+    _NOTES.clear()
+    return out
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.OutOfMemoryError (a RuntimeError), CUDA's 'out of memory' RuntimeErrors, and host MemoryError."""
+    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+            or "out of memory" in str(error).lower())
+
+
+def _release_gpu_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # best effort: never turn a recovered failure into a new one
+        pass
+
+
 def train_adapter_logged(engine, name: str, pairs: Sequence[tuple[str, str]], settings: TrainSettings,
                          train_deadline: float, clock: PhaseClock) -> Adapter | None:
     """engine.train_adapter with its two phases logged: adapter reset (fresh LoRA, optimizer, tokenising;
-    for vLLM also saving it) and training. None when no pair fits max_seq_len (logged; sample the base model)."""
+    for vLLM also saving it) and training. None means: sample the base model. That happens when no pair fits
+    max_seq_len, and when training runs out of memory (noted for the journal); after OOM_STREAK_LIMIT failures
+    in a row (a training copy that cannot load) this engine does not try to train again."""
+    if id(engine) in _TRAINING_OFF:
+        clock.add("training", 0.0, f"skipped: {_TRAINING_OFF[id(engine)]}")
+        return None
     t0 = time.time()
     try:
         adapter = engine.train_adapter(name, list(pairs), settings, train_deadline)
     except ValueError as e:
         log.warning("task %s %s: no training: %s", clock.task_id, clock.solver, e)
         return None
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        _release_gpu_cache()
+        streak = _OOM_STREAK[id(engine)] = _OOM_STREAK.get(id(engine), 0) + 1
+        text = f"training ran out of memory ({type(e).__name__}: {str(e)[:200]}); sampling the base model"
+        if streak >= OOM_STREAK_LIMIT:
+            _TRAINING_OFF[id(engine)] = f"training ran out of memory {streak} times in a row on this worker"
+            text += f"; training is off for the rest of this worker's tasks ({streak} failures in a row)"
+        log.warning("task %s %s: %s", clock.task_id, clock.solver, text)
+        clock.add("training", time.time() - t0, "out of memory")
+        note(clock.task_id, "training-oom", text)
+        return None
+    _OOM_STREAK[id(engine)] = 0
     clock.add("adapter reset", time.time() - t0 - adapter.train_s, f"rank {adapter.rank}")
     loss = (f", loss {adapter.first_loss:.3f} -> {adapter.last_loss:.3f}" if adapter.losses else "")
     clock.add("training", adapter.train_s, f"{adapter.steps} steps on {adapter.examples_seen} sequences{loss}"

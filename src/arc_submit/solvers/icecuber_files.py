@@ -1,8 +1,12 @@
 """The file contract of the 2020 icecuber program: the built copy, where it reads tasks, what its answers hold.
 
-What the built `run` program does (read from the public top-quarks/ARC-solution sources, not copied):
-- It reads every `*.json` file of `./dataset/test/` (relative to its working folder), unless the 2020
-  competition folder `/kaggle/input/abstraction-and-reasoning-challenge/test/` exists, which wins.
+What the built `run` program does (read from the public top-quarks/ARC-solution sources and checked by driving
+the real build, see tests/test_icecuber_real.py):
+- It reads every `*.json` file of one folder relative to its working folder: `./dataset/evaluation/` for the
+  repository's current commit (`eval = 0` in src/runner.cpp), `./dataset/test/` for the build submitted to
+  Kaggle in 2020 (`eval = 1`). Users build either, so both are staged: `test/` holds the files and
+  `evaluation` is a symbolic link to it, which also guarantees one listing order for both. When the 2020
+  competition folder `/kaggle/input/abstraction-and-reasoning-challenge/` exists, it wins over both.
 - A file's name must be an 8-character `[a-z0-9]` task id; the content is the 2020 task format
   `{"train": [{"input", "output"}...], "test": [{"input"}...]}` with only spaces and newlines between tokens.
 - Each file becomes one sample per test input, in directory-listing order; `./run <index> <depth>` solves the
@@ -17,11 +21,13 @@ staging order is kept too, so a run that died without answering is still reporte
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import os
 import re
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from ..tasks import Grid, Task
 
 
 TASKS_SUBDIR = Path("dataset") / "test"  # relative to the working folder the program runs in
+EVALUATION_LINK = Path("dataset") / "evaluation"  # -> test: what the current public commit reads
 ANSWERS_SUBDIR = Path("output")
 # The program prefers this folder when it exists (a Kaggle notebook with the 2020 competition attached).
 COMPETITION_2020_DIR = Path("/kaggle/input/abstraction-and-reasoning-challenge/test")
@@ -107,6 +114,7 @@ def stage_tasks(tasks: dict[str, Task], work_dir: Path) -> StagedTasks:
     """Write one 2020-format file per task under work_dir/dataset/test and the index mapping beside it."""
     tasks_dir = work_dir / TASKS_SUBDIR
     tasks_dir.mkdir(parents=True, exist_ok=False)  # a fresh work folder per run: two runs never mix
+    (work_dir / EVALUATION_LINK).symlink_to(TASKS_SUBDIR.name)  # relative: the folder may be moved whole
     (work_dir / ANSWERS_SUBDIR).mkdir()  # the program opens its answer file there and aborts if it is missing
     program_ids: dict[str, str] = {}
     for task_id in sorted(tasks):
@@ -125,6 +133,39 @@ def stage_tasks(tasks: dict[str, Task], work_dir: Path) -> StagedTasks:
     write_json_atomic(work_dir / "manifest.json", {"samples": [list(s) for s in samples], "program_ids": program_ids},
                       indent=1)
     return staged
+
+
+def load_staged(work_dir: Path, tasks: dict[str, Task]) -> StagedTasks | None:
+    """The staging an earlier run left in work_dir, when it staged exactly these tasks (same ids, same number of
+    test inputs) and its files are intact; None otherwise (stage afresh)."""
+    try:
+        manifest = json.loads((work_dir / "manifest.json").read_text())
+        samples = tuple((str(t), int(i)) for t, i in manifest["samples"])
+        program_ids = {str(k): str(v) for k, v in manifest["program_ids"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    expected = sorted((tid, i) for tid, task in tasks.items() for i in range(len(task.test)))
+    staged = StagedTasks(work_dir, samples, program_ids)
+    if sorted(samples) != expected or not all((staged.tasks_dir / f"{a}.json").is_file() for a in program_ids):
+        return None
+    if not (work_dir / EVALUATION_LINK).exists():
+        return None
+    return staged
+
+
+try:  # looked up once here: a forked child must not load libraries (another thread may hold the loader's lock)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a program just forked (preexec_fn): SIGKILL it when the thread that started it dies, so a killed run
+    never leaves icecuber searching on its own (Linux prctl; elsewhere nothing). Our launching thread kills its
+    programs itself before it ends, so this fires only when the whole process dies."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def read_staged_tasks(staged: StagedTasks) -> dict[str, dict]:

@@ -31,7 +31,7 @@ from ..augment import Augmentation, augmentation_set
 from ..execution import ExecutionSettings, Executor
 from ..llm import prompts
 from ..llm.engine import Adapter, Sampling, deadline_at, seconds_left
-from ..select import Candidate, grid_key
+from ..candidates import Candidate, grid_key
 from ..tasks import Example, Grid, Task
 from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
                      resolve_options, task_rng, train_adapter_logged, train_settings)
@@ -103,9 +103,10 @@ class InductionResult:
     adapter: Adapter | None = None
 
 
-def solve(task: Task, deadline, engine, **options) -> list[list[Candidate]]:
-    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS."""
-    return run(task, deadline, engine, **options).candidates
+def solve(task: Task, deadline, engine, emit=None, **options) -> list[list[Candidate]]:
+    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS. emit(per_test), when
+    given, hears the ranking after every epoch, so a task stopped mid-search keeps what it found."""
+    return run(task, deadline, engine, emit=emit, **options).candidates
 
 
 # --- execution ---------------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def run(task: Task, deadline, engine, **options) -> InductionResult:
+def run(task: Task, deadline, engine, emit=None, **options) -> InductionResult:
     opts = resolve_options(SOLVER, DEFAULTS, options)
     clock = PhaseClock(SOLVER, task.id)
     fmt, n_train, epochs = opts["grid_format"], len(task.train), int(opts["epochs"])
@@ -336,6 +337,8 @@ def run(task: Task, deadline, engine, **options) -> InductionResult:
                                   float(opts["timeout_s"]))
             result.programs.extend(new)
             result.epochs_run = epoch + 1
+            if emit is not None and new:
+                emit(candidates_from(task, result.programs, float(opts["min_train_fit"])))
             if opts["early_stop"] and early_stop_reached(task, result.programs):
                 result.stopped_early = True
                 log.info("task %s %s: early stop after epoch %d: two distinct answers from programs that solve "

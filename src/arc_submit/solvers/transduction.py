@@ -26,7 +26,7 @@ import numpy as np
 from ..augment import Augmentation, augmentation_set
 from ..llm import prompts
 from ..llm.engine import Adapter, Sampling, seconds_left
-from ..select import Candidate, grid_key
+from ..candidates import Candidate, grid_key
 from ..tasks import MAX_SIDE, Task
 from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
                      resolve_options, task_rng, train_adapter_logged, train_settings)
@@ -68,9 +68,10 @@ class TransductionResult:
     dropped: dict[str, int] = field(default_factory=dict)  # examples / views dropped to fit the context
 
 
-def solve(task: Task, deadline, engine, **options) -> list[list[Candidate]]:
-    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS."""
-    return run(task, deadline, engine, **options).candidates
+def solve(task: Task, deadline, engine, emit=None, **options) -> list[list[Candidate]]:
+    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS. emit(per_test), when
+    given, hears the candidates as soon as they exist (the worker journals them before anything else can fail)."""
+    return run(task, deadline, engine, emit=emit, **options).candidates
 
 
 def answer_token_budget(task: Task, engine, fmt: str) -> int:
@@ -159,7 +160,7 @@ def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fm
     return candidates, parsed
 
 
-def run(task: Task, deadline, engine, **options) -> TransductionResult:
+def run(task: Task, deadline, engine, emit=None, **options) -> TransductionResult:
     opts = resolve_options(SOLVER, DEFAULTS, options)
     clock = PhaseClock(SOLVER, task.id)
     fmt = opts["grid_format"]
@@ -221,6 +222,8 @@ def run(task: Task, deadline, engine, **options) -> TransductionResult:
             result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
                 result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
+            if emit is not None:
+                emit(result.candidates)
     finally:
         engine.delete_adapter(adapter_name)
     log.info("task %s %s: %s", task.id, SOLVER, clock.summary())

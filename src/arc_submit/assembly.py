@@ -1,0 +1,91 @@
+"""From the journals to submission.json: one pure step, run before the first task, while the run goes on, at the
+end, and by `arc-submit assemble` on a finished or killed run's folder.
+
+    journals ─► collect (per task, per test input: every valid candidate) ─► select ─► fallback ─► submission
+
+Reading the journals, not any process's memory, is what makes a killed run lose nothing already found: whatever
+state the run died in, assembling its folder gives a complete, valid file holding every journaled answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .journal import TaskRecord, collect
+from .select import Choice, select_attempts
+from .submission import assemble, write_submission
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+SUBMISSION_NAME = "submission.json"
+
+
+@dataclass(frozen=True)
+class Assembly:
+    submission: dict  # {task id: [{"attempt_1": grid, "attempt_2": grid}, ...]}: every task, valid
+    choices: dict  # {task id: [[Choice, ...] per test input]}: where each attempt came from
+    records: dict  # {task id: TaskRecord}: what the journals say
+
+    @property
+    def answered(self) -> int:
+        """Test inputs with at least one solver's answer (not only the fallback)."""
+        return sum(bool(c) for per_test in self.choices.values() for c in per_test)
+
+
+def choose(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord], priority: Sequence[str]) -> dict:
+    """{task id: [[Choice, ...] per test input]} from the journaled candidates."""
+    return {tid: [select_attempts(records[tid].candidates.get(i, []), priority) if tid in records else []
+                  for i in range(len(task.test))]
+            for tid, task in tasks.items()}
+
+
+def assemble_journals(tasks: Mapping[str, Task], journal_dir: str | os.PathLike,
+                      priority: Sequence[str]) -> Assembly:
+    records = collect(journal_dir) if Path(journal_dir).is_dir() else {}
+    choices = choose(tasks, records, priority)
+    return Assembly(assemble(tasks, choices), choices, records)
+
+
+def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priority: Sequence[str]) -> Assembly:
+    """Assemble the journals under out_dir and replace out_dir/submission.json atomically."""
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    result = assemble_journals(tasks, out_dir / "journals", priority)
+    write_submission(out_dir / SUBMISSION_NAME, result.submission)
+    log.info("submission.json assembled: %d tasks, %d of %d test inputs answered (%.2f s)", len(tasks),
+             result.answered, sum(len(t.test) for t in tasks.values()), time.time() - t0)
+    return result
+
+
+class PeriodicAssembly:
+    """Re-assembles when a task settles or every `interval_s`, whichever comes first; a failure is logged (the
+    previous file stays in place) and never stops the run. `clock` is injectable for tests."""
+
+    def __init__(self, out_dir, tasks, priority, interval_s: float, clock=time.time):
+        self.out_dir, self.tasks, self.priority, self.interval_s, self.clock = out_dir, tasks, priority, interval_s, clock
+        self.last_at = float("-inf")
+        self.last_settled = -1
+        self.writes = 0
+
+    def maybe(self, settled: int) -> bool:
+        if settled == self.last_settled and self.clock() - self.last_at < self.interval_s:
+            return False
+        self.now()
+        self.last_settled = settled
+        return True
+
+    def now(self) -> Assembly | None:
+        self.last_at = self.clock()
+        try:
+            result = write_assembly(self.out_dir, self.tasks, self.priority)
+        except Exception:
+            log.exception("assembling submission.json failed; the previous file stays in place")
+            return None
+        self.writes += 1
+        return result

@@ -64,7 +64,7 @@ def test_a_resumed_run_keeps_finished_programs_and_their_answers(tmp_path, icecu
     assert answered == set(first.candidates())  # every answer was handed over as it landed
 
     heard.clear()
-    second = start_run(icecuber_build, tasks, tmp_path / "ice", depths=(2, 3), processes=2, resume=True,
+    second = start_run(icecuber_build, tasks, tmp_path / "ice", depths=(2, 12), processes=2, resume=True,
                        on_answer=lambda tid, i, ranked: heard.append((tid, i, len(ranked))))
     assert second.work_dir == first.work_dir
     assert second.wait(time.time() + 600)
@@ -74,7 +74,7 @@ def test_a_resumed_run_keeps_finished_programs_and_their_answers(tmp_path, icecu
     kept = [r for r in runs_after if r["depth"] == 2]
     assert sorted(r["pid"] for r in kept) == sorted(r["pid"] for r in runs_before)  # the same programs, not reruns
     assert {(tid, i) for tid, i, _ in heard} >= answered  # kept answers handed over again (journaling is idempotent)
-    for key, cands in first.candidates().items():  # depth 2's answers are still there after depth 3
+    for key, cands in first.candidates().items():  # depth 2's answers are still there after depth 12
         kept_grids = [c.grid.tobytes() for c in second.candidates()[key]]
         assert all(c.grid.tobytes() in kept_grids for c in cands)
 

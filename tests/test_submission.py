@@ -116,3 +116,22 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, arc2_sample):
     path = write_submission(tmp_path / "out" / "submission.json", sub)
     assert json.loads(path.read_text()) == sub
     assert [p.name for p in path.parent.iterdir()] == ["submission.json"]
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_whole(tmp_path, arc2_sample, monkeypatch):
+    """The disk fills (or the process dies) after part of the new file was written: the previous submission is
+    still there, byte for byte, and no temp file is left (a real SIGKILL mid-write: tests/test_kill.py)."""
+    import os
+
+    old = truth_submission(arc2_sample)
+    path = write_submission(tmp_path / "submission.json", old)
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_submission(path, {tid: [] for tid in old})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["submission.json"]

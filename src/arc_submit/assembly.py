@@ -64,20 +64,24 @@ def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priori
 
 
 class PeriodicAssembly:
-    """Re-assembles when a task settles or every `interval_s`, whichever comes first; a failure is logged (the
-    previous file stays in place) and never stops the run. `clock` is injectable for tests."""
+    """Re-assembles when something new was journaled (a task settled, a solver emitted, icecuber answered), at
+    most every `min_gap_s` (assembly reads every journal), and at least every `interval_s`. A failure is logged
+    (the previous file stays in place) and never stops the run. `clock` is injectable for tests."""
 
-    def __init__(self, out_dir, tasks, priority, interval_s: float, clock=time.time):
-        self.out_dir, self.tasks, self.priority, self.interval_s, self.clock = out_dir, tasks, priority, interval_s, clock
+    def __init__(self, out_dir, tasks, priority, interval_s: float, min_gap_s: float = 10.0, clock=time.time):
+        self.out_dir, self.tasks, self.priority, self.clock = out_dir, tasks, priority, clock
+        self.interval_s, self.min_gap_s = interval_s, min(min_gap_s, interval_s)
         self.last_at = float("-inf")
-        self.last_settled = -1
+        self.last_progress = None
         self.writes = 0
 
-    def maybe(self, settled: int) -> bool:
-        if settled == self.last_settled and self.clock() - self.last_at < self.interval_s:
+    def maybe(self, progress) -> bool:
+        """progress: anything that changes when something new was journaled (a tuple of counters)."""
+        since = self.clock() - self.last_at
+        if since < self.interval_s and (progress == self.last_progress or since < self.min_gap_s):
             return False
+        self.last_progress = progress
         self.now()
-        self.last_settled = settled
         return True
 
     def now(self) -> Assembly | None:

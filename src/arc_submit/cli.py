@@ -121,6 +121,42 @@ def cmd_run(args) -> int:
     return EXIT_OK if not result.problems else EXIT_FAILED
 
 
+def add_assemble(sub):
+    p = sub.add_parser("assemble", help="rebuild submission.json of a run folder from its journals (no solving)")
+    p.add_argument("out_dir", help="a run's output folder (holds journals/ and run-config.json)")
+    p.add_argument("--priority", help="solver order for attempt_1, comma-separated (default: the run's own)")
+    p.add_argument("--challenges", help=SOURCE_HELP + " (default: the run's own)")
+
+
+def cmd_assemble(args) -> int:
+    from pathlib import Path
+
+    from .assembly import write_assembly
+    from .pipeline import RUN_CONFIG_NAME
+    from .submission import validate
+
+    out_dir = Path(args.out_dir)
+    saved_path = out_dir / RUN_CONFIG_NAME
+    if not (out_dir / "journals").is_dir():
+        print(f"error: {out_dir}: no journals/ folder; give the output folder of an `arc-submit run`", file=sys.stderr)
+        return EXIT_FAILED
+    saved = read_json_file(saved_path) if saved_path.exists() else {}
+    challenges = args.challenges or saved.get("challenges")
+    if challenges is None:
+        print(f"error: {saved_path} is missing: pass --challenges", file=sys.stderr)
+        return EXIT_USAGE
+    tasks = load_tasks(challenges, saved.get("solutions"), skip_invalid=saved.get("skip_invalid", False),
+                       limit=saved.get("n_tasks"))
+    priority = args.priority.split(",") if args.priority else saved.get("priority", [])
+    result = write_assembly(out_dir, tasks, priority)
+    problems = validate(result.submission, tasks)
+    for line in problems:
+        print(line)
+    print(f"{out_dir / 'submission.json'}: {len(tasks)} tasks, {result.answered} test inputs answered by a solver"
+          f" ({'valid' if not problems else 'INVALID'})")
+    return EXIT_OK if not problems else EXIT_FAILED
+
+
 def add_icecuber(sub):
     p = sub.add_parser("icecuber", help="run the 2020 icecuber solution alone and write its candidates")
     p.add_argument("--challenges", required=True, help=SOURCE_HELP)
@@ -200,6 +236,7 @@ COMMANDS = {
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),
     "tasks": (add_tasks, cmd_tasks),
+    "assemble": (add_assemble, cmd_assemble),
     "icecuber": (add_icecuber, cmd_icecuber),
     "execute": (add_execute, cmd_execute),
 }

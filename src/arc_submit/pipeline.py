@@ -180,7 +180,7 @@ def _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, 
     def on_tick(p: WorkerPool) -> None:
         settled = len(order) - len(p.queued) - sum(s.task_id is not None for s in p.slots)
         bar.update(max(settled - bar.n, 0))
-        assembly.maybe(settled)
+        assembly.maybe((settled, p.emitted, ice.poll()["answered"] if ice is not None else 0))
         sample = monitor.samples[-1] if monitor.samples else None
         # Only the workers count here: icecuber (under 'main') enforces its own ceiling, and a GPU worker
         # must never die for memory icecuber uses.
@@ -191,8 +191,6 @@ def _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, 
                 log.warning("RAM ceiling %.1f GiB reached: killing worker %d", ceiling / GIB, victim.worker_id)
                 p.kill_worker(victim, "killed", f"RAM ceiling {ceiling / GIB:.1f} GiB reached")
                 monitor.sample()
-        if ice is not None:
-            ice.poll()
 
     result = pool.run(on_tick)
     # Tasks the deadline kept from starting are skipped, not done: the bar says so instead of showing 100%.
@@ -210,8 +208,8 @@ def _finish_icecuber(run, deadline: Deadline, journal: Journal, warnings: list[s
         return
     try:
         while not run.done and not deadline.passed():
-            run.join(min(assembly.interval_s, deadline.remaining()))
-            assembly.maybe(-1)
+            run.join(min(assembly.min_gap_s, deadline.remaining()))
+            assembly.maybe(run.poll()["answered"])
         run.wait(deadline)  # at the deadline: stops what still runs
         run.stop()
         for task_id, status in sorted(run.statuses().items()):

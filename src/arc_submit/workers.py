@@ -133,7 +133,11 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
         # Each journaling of this attempt replaces the last (a snapshot): the final answer supersedes the running
         # ones, and a task killed mid-way keeps its latest.
         snapshot = f"{config.solver.name}#{attempt}"
-        extra = {"emit": lambda per_test: journal_per_test(journal, task_id, per_test, snapshot)} if takes_emit else {}
+        def emit(per_test, task_id=task_id, snapshot=snapshot) -> None:
+            journal_per_test(journal, task_id, per_test, snapshot)
+            conn.send(("emitted", task_id, None))  # the supervisor re-assembles submission.json soon
+
+        extra = {"emit": emit} if takes_emit else {}
         try:
             per_test = solver(tasks[task_id], task_deadline, engine, **extra, **config.solver.options)
             journal_per_test(journal, task_id, per_test, snapshot)
@@ -197,6 +201,7 @@ class WorkerPool:
         self.pending: list[tuple[str, int]] = [(task_id, 0) for task_id in order]  # to hand out, in this order
         self.queued = set(order)  # not yet started (pending, or handed out and not yet announced)
         self.retried: set[str] = set()
+        self.emitted = 0  # candidate lists journaled mid-task by the workers (a reason to re-assemble)
 
     def _spawn(self, slot: WorkerSlot) -> None:
         # One pipe per worker, written synchronously: a worker that dies right after announcing a task has
@@ -300,6 +305,8 @@ class WorkerPool:
                     self._hand_out(slot)
                 elif kind == "ready":
                     self._hand_out(slot)
+                elif kind == "emitted":
+                    self.emitted += 1
 
     def kill_worker(self, slot: WorkerSlot, event: str, reason: str) -> None:
         if slot.process is not None:

@@ -43,3 +43,11 @@ def faulty(task, deadline, engine, raise_on=(), hang_on=(), exit_on=(), grow_on=
         time.sleep(30)
     time.sleep(sleep_s * (3 if task.id in slow_on else 1))
     return _answers(task)
+
+
+def emitting_sleeper(task, deadline, engine, emit=None, sleep_s: float = 1.0, **_):
+    """Emits the true answers at once (as a solver does after its first phase), then works on for sleep_s."""
+    if emit is not None:
+        emit(_answers(task))
+    time.sleep(sleep_s)
+    return _answers(task)

@@ -1,33 +1,12 @@
-"""The notebook as users run it (papermill, a real kernel), and the dry-run / scoring-rerun decision."""
+"""The notebook as `make dry-run` runs it locally (papermill, a real kernel); Kaggle trees: test_kaggle_layouts.py."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from arc_submit import kaggle_env
-from arc_submit.config import ConfigError
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "submission.ipynb"
-
-
-def test_dry_run_unless_kaggle_is_rerunning_for_scoring(monkeypatch, tmp_path):
-    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
-    dry = kaggle_env.notebook_config(out_dir=str(tmp_path))
-    assert dry.dry_run and dry.n_tasks == 8 and dry.challenges == "arc-agi-2/evaluation"
-    assert dry.time_limit_s == 240 and dry.solver.options["max_prompt_tokens"] == 1536  # tiny-model settings
-    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
-    monkeypatch.setattr(kaggle_env, "KAGGLE_INPUT", tmp_path / "input")  # no competition data attached
-    with pytest.raises(ConfigError, match="no arc-agi_test_challenges.json"):
-        kaggle_env.notebook_config(out_dir=str(tmp_path))
-    comp = tmp_path / "input" / "arc-prize-2025"
-    comp.mkdir(parents=True)
-    (comp / "arc-agi_test_challenges.json").write_text("{}")
-    full = kaggle_env.notebook_config(out_dir=str(tmp_path))
-    assert not full.dry_run and full.n_tasks is None and full.time_limit_s == 12 * 3600
-    assert full.challenges == str(comp / "arc-agi_test_challenges.json")
 
 
 def test_notebook_runs_under_papermill(tmp_path):

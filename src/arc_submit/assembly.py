@@ -52,12 +52,14 @@ def assemble_journals(tasks: Mapping[str, Task], journal_dir: str | os.PathLike,
     return Assembly(assemble(tasks, choices), choices, records)
 
 
-def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priority: Sequence[str]) -> Assembly:
-    """Assemble the journals under out_dir and replace out_dir/submission.json atomically."""
+def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priority: Sequence[str],
+                   skipped: Mapping[str, list] | None = None) -> Assembly:
+    """Assemble the journals under out_dir and replace out_dir/submission.json atomically. `skipped`: entries for
+    task ids the challenges file holds but no valid Task was made of (skip_invalid), so the file lists them all."""
     t0 = time.time()
     out_dir = Path(out_dir)
     result = assemble_journals(tasks, out_dir / "journals", priority)
-    write_submission(out_dir / SUBMISSION_NAME, result.submission)
+    write_submission(out_dir / SUBMISSION_NAME, {**result.submission, **(skipped or {})})
     log.info("submission.json assembled: %d tasks, %d of %d test inputs answered (%.2f s)", len(tasks),
              result.answered, sum(len(t.test) for t in tasks.values()), time.time() - t0)
     return result
@@ -68,8 +70,9 @@ class PeriodicAssembly:
     most every `min_gap_s` (assembly reads every journal), and at least every `interval_s`. A failure is logged
     (the previous file stays in place) and never stops the run. `clock` is injectable for tests."""
 
-    def __init__(self, out_dir, tasks, priority, interval_s: float, min_gap_s: float = 10.0, clock=time.time):
-        self.out_dir, self.tasks, self.priority, self.clock = out_dir, tasks, priority, clock
+    def __init__(self, out_dir, tasks, priority, interval_s: float, min_gap_s: float = 10.0, clock=time.time,
+                 skipped=None):
+        self.out_dir, self.tasks, self.priority, self.clock, self.skipped = out_dir, tasks, priority, clock, skipped
         self.interval_s, self.min_gap_s = interval_s, min(min_gap_s, interval_s)
         self.last_at = float("-inf")
         self.last_progress = None
@@ -87,7 +90,7 @@ class PeriodicAssembly:
     def now(self) -> Assembly | None:
         self.last_at = self.clock()
         try:
-            result = write_assembly(self.out_dir, self.tasks, self.priority)
+            result = write_assembly(self.out_dir, self.tasks, self.priority, self.skipped)
         except Exception:
             log.exception("assembling submission.json failed; the previous file stays in place")
             return None

@@ -11,7 +11,8 @@ import logging
 import sys
 from collections import Counter
 
-from .tasks import EMBEDDED_DATASETS, TaskFormatError, load_solutions, load_tasks, read_json_file
+from .tasks import (EMBEDDED_DATASETS, TaskFormatError, load_solutions, load_tasks, read_json_file,
+                    skipped_task_entries)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SOURCE_HELP = "a Kaggle *_challenges.json file or a dataset name: " + ", ".join(EMBEDDED_DATASETS)
@@ -93,16 +94,20 @@ def add_run(sub):
     p.add_argument("--challenges", help=SOURCE_HELP)
     p.add_argument("--out", dest="out_dir", help="output folder (re-running with the same folder resumes)")
     p.add_argument("--n-tasks", type=int, help="only the first N tasks")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="drop tasks that break the ARC rules (each still gets a [[0]] entry) instead of stopping")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, dotted for nested ones (engine.kind=vllm, solver.name=induction)")
 
 
 def cmd_run(args) -> int:
     from .config import ConfigError, load_config
+    from .kaggle_env import check_outcome
     from .pipeline import run
+    from .preflight import preflight
 
     overrides = {k: v for k, v in (("challenges", args.challenges), ("out_dir", args.out_dir),
-                                   ("n_tasks", args.n_tasks)) if v is not None}
+                                   ("n_tasks", args.n_tasks), ("skip_invalid", args.skip_invalid or None)) if v is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -113,12 +118,14 @@ def cmd_run(args) -> int:
         overrides[key] = yaml.safe_load(value)
     try:
         config = load_config(args.config, **overrides)
+        preflight(config, strict=True)  # a misspelled option or a missing model stops here, named
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     result = run(config)
     print(result.summary())
-    return EXIT_OK if not result.problems else EXIT_FAILED
+    problems = check_outcome(result, config, strict=False)
+    return EXIT_OK if not problems else EXIT_FAILED
 
 
 def add_assemble(sub):
@@ -148,7 +155,8 @@ def cmd_assemble(args) -> int:
     tasks = load_tasks(challenges, saved.get("solutions"), skip_invalid=saved.get("skip_invalid", False),
                        limit=saved.get("n_tasks"))
     priority = args.priority.split(",") if args.priority else saved.get("priority", [])
-    result = write_assembly(out_dir, tasks, priority)
+    skipped = skipped_task_entries(challenges, tasks) if saved.get("skip_invalid") and not saved.get("n_tasks") else {}
+    result = write_assembly(out_dir, tasks, priority, skipped)
     problems = validate(result.submission, tasks)
     for line in problems:
         print(line)

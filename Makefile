@@ -9,18 +9,19 @@ PYTEST_ARGS ?=
 # Kaggle packaging: the source dataset and the offline wheels dataset (ids in dataset-metadata.json).
 KAGGLE_SOURCE_DIR ?= build/kaggle-source
 KAGGLE_WHEELS_DIR ?= build/kaggle-wheels
-KAGGLE_PYTHON ?= 3.11
+KAGGLE_PYTHON ?= 3.12
+IMAGE_CONSTRAINTS ?= kaggle/image-constraints.txt
 DRY_RUN_DIR ?= runs/dry-run
 DRY_RUN_TASKS ?= 8
 
-.PHONY: install test test-gpu dry-run dataset upload wheels kernel clean
+.PHONY: install test test-gpu dry-run dataset upload wheels wheels-check kernel clean
 
 install: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_CPU)"
+	scripts/install-cpu-torch.sh $(BIN) "$(TORCH_CPU)"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
@@ -55,19 +56,24 @@ upload: dataset install
 	else echo "no Kaggle credentials: put kaggle.json in ~/.kaggle or set KAGGLE_USERNAME and KAGGLE_KEY"; exit 1; fi
 
 # The notebook as a Kaggle kernel: `kaggle kernels push -p build/kaggle-kernel` (GPU on, internet off).
-kernel:
+kernel: install
+	$(BIN)/arc-submit check-kernel kaggle/kernel-metadata.json
 	rm -rf build/kaggle-kernel && mkdir -p build/kaggle-kernel
 	cp kaggle/kernel-metadata.json notebooks/submission.ipynb build/kaggle-kernel/
+	@echo "push with: kaggle kernels push -p build/kaggle-kernel"
 
-# The pinned GPU wheels for Kaggle's Python, uploaded as a dataset the notebook installs from offline.
-wheels:
-	mkdir -p $(KAGGLE_WHEELS_DIR)
-	$(PYTHON) -m pip download -d $(KAGGLE_WHEELS_DIR) --only-binary=:all: --python-version $(KAGGLE_PYTHON) \
-		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-		--platform manylinux2014_x86_64 -r kaggle/wheels-requirements.txt
+# The offline wheelhouse for Kaggle's image: what kaggle/wheels-requirements.txt adds, resolved for Kaggle's Python
+# against what the image has (IMAGE_CONSTRAINTS, a `pip freeze` of a Kaggle notebook), downloading only the rest.
+wheels: install
+	$(BIN)/arc-submit wheels --requirements kaggle/wheels-requirements.txt --constraints $(IMAGE_CONSTRAINTS) \
+		--python $(KAGGLE_PYTHON) --out $(KAGGLE_WHEELS_DIR)
 	sed 's/arc-submit-source/arc-submit-wheels/; s/arc_submit source/arc_submit offline wheels/' \
 		dataset-metadata.json > $(KAGGLE_WHEELS_DIR)/dataset-metadata.json
-	@echo "built $(KAGGLE_WHEELS_DIR): upload with kaggle datasets version -p $(KAGGLE_WHEELS_DIR) --dir-mode zip"
+	@echo "upload with: kaggle datasets version -p $(KAGGLE_WHEELS_DIR) --dir-mode zip"
+
+# The wheelhouse installs offline, resolver on, into a fresh python$(KAGGLE_PYTHON) holding the image's packages.
+wheels-check:
+	scripts/check-wheelhouse.sh python$(KAGGLE_PYTHON) $(KAGGLE_WHEELS_DIR) $(IMAGE_CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

@@ -211,6 +211,47 @@ def cmd_icecuber(args) -> int:
     return EXIT_OK
 
 
+def add_wheels(sub):
+    p = sub.add_parser("wheels", help="download the offline wheelhouse for Kaggle's image (what the rerun installs)")
+    p.add_argument("--requirements", default="kaggle/wheels-requirements.txt", help="what we add to the image")
+    p.add_argument("--constraints", default="kaggle/image-constraints.txt",
+                   help="`pip freeze` of a Kaggle notebook: what the image has and must keep")
+    p.add_argument("--python", default="3.12", help="Kaggle's Python version")
+    p.add_argument("--out", default="build/kaggle-wheels", help="the wheelhouse folder (uploaded as a dataset)")
+
+
+def cmd_wheels(args) -> int:
+    from pathlib import Path
+
+    from .wheelhouse import build
+
+    summary = build(Path(args.requirements), Path(args.constraints), Path(args.out), args.python)
+    for note in summary["notes"]:
+        print(note)
+    for carried in summary["carried"]:
+        print(f"CARRIED ON PURPOSE: {carried}")
+    print(f"{args.out}: {summary['downloaded']} wheels, {summary['size_mb']} MiB for Python {summary['python']}; "
+          f"left to the image: {', '.join(summary['left_to_the_image']) or 'nothing'}")
+    return EXIT_OK
+
+
+def add_check_kernel(sub):
+    p = sub.add_parser("check-kernel", help="check kaggle/kernel-metadata.json before `kaggle kernels push`")
+    p.add_argument("metadata", help="the kernel-metadata.json file")
+
+
+def cmd_check_kernel(args) -> int:
+    from .kaggle_env import kernel_metadata_problems
+
+    problems = kernel_metadata_problems(read_json_file(args.metadata))
+    for line in problems:
+        print(f"{args.metadata}: {line}")
+    if problems:
+        return EXIT_FAILED
+    print(f"{args.metadata}: ok")
+    return EXIT_OK
+
+
 def add_execute(sub):
     p = sub.add_parser("execute", help="run generated programs (JSONL task_id + code) sandboxed on their tasks")
     p.add_argument("programs", help='a JSONL file, one {"task_id": ..., "code": ...} per line')
@@ -247,6 +288,8 @@ COMMANDS = {
     "assemble": (add_assemble, cmd_assemble),
     "icecuber": (add_icecuber, cmd_icecuber),
     "execute": (add_execute, cmd_execute),
+    "wheels": (add_wheels, cmd_wheels),
+    "check-kernel": (add_check_kernel, cmd_check_kernel),
 }
 
 

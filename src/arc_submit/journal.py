@@ -102,7 +102,7 @@ class TaskRecord:
 def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
     """What the journals say, per task. Candidates whose grid breaks the ARC rules are dropped with a warning."""
     records: dict[str, TaskRecord] = {}
-    started: dict[tuple[str, str], float] = {}
+    started: dict[str, float] = {}  # task id -> its attempt's start (the final event may come from the supervisor)
     snapshots: dict[str, dict[tuple, list[Candidate]]] = {}  # task id -> (test index, snapshot) -> candidates
     for n, e in enumerate(read_events(folder)):
         if e["task_id"] == "-":  # worker lifecycle events (ready), not about a task
@@ -111,7 +111,7 @@ def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
         rec.events.append(e)
         event = e["event"]
         if event == "start":
-            started[(e["task_id"], e["worker"])] = e["t"]
+            started[e["task_id"]] = e["t"]
             if rec.status == "pending":
                 rec.status = "started"
             if e["worker"] not in rec.workers:
@@ -125,7 +125,7 @@ def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
             snapshots.setdefault(e["task_id"], {})[snapshot] = cands
         elif event in FINAL_EVENTS:
             rec.status = event
-            t0 = started.pop((e["task_id"], e["worker"]), None)
+            t0 = started.pop(e["task_id"], None)
             if t0 is not None:
                 rec.seconds += e["t"] - t0
     for task_id, by_snapshot in snapshots.items():

@@ -14,6 +14,7 @@ ARC_SUBMIT_KAGGLE_ROOT replaces /kaggle, so tests run the real discovery on a te
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -209,4 +210,33 @@ def check_outcome(result, config: RunConfig, strict: bool) -> list[str]:
         raise RunFailed("the commit run failed where the scoring rerun would score zero:\n- " + "\n- ".join(problems))
     for p in problems:
         log.error("RUN PROBLEM: %s", p)
+    return problems
+
+
+# The accelerators `kaggle kernels push` accepts for this competition's machines. ARC-AGI-2 scores on 4×L4,
+# which is "NvidiaL4" (as "NvidiaTeslaT4" is T4 ×2); "NvidiaL4X1" is a single L4.
+MACHINE_SHAPES = ("NvidiaL4", "NvidiaL4X1", "NvidiaH100", "NvidiaRtxPro6000")
+
+
+def kernel_metadata_problems(metadata: dict) -> list[str]:
+    """What `kaggle kernels push` or the competition would reject, or what would leave the rerun without its
+    inputs; one line each, naming the fix."""
+    problems = []
+    for key in ("id", "title", "code_file", "kernel_type", "competition_sources", "dataset_sources"):
+        if key not in metadata:
+            problems.append(f"{key}: missing")
+    if "YOUR_KAGGLE_USERNAME" in json.dumps(metadata):
+        problems.append("id / dataset_sources: replace YOUR_KAGGLE_USERNAME with your Kaggle username")
+    if metadata.get("machine_shape") not in MACHINE_SHAPES:
+        problems.append(f"machine_shape {metadata.get('machine_shape')!r}: use one of {', '.join(MACHINE_SHAPES)} "
+                        f"(NvidiaL4 is the 4×L4 machine ARC-AGI-2 scores on)")
+    if metadata.get("enable_internet"):
+        problems.append("enable_internet: must be false (the competition rejects notebooks with internet)")
+    if not metadata.get("enable_gpu"):
+        problems.append("enable_gpu: must be true")
+    if COMPETITION_SLUGS[0] not in metadata.get("competition_sources", []):
+        problems.append(f"competition_sources: add {COMPETITION_SLUGS[0]} (the 2026 ARC-AGI-2 track)")
+    slugs = [s.split("/")[-1] for s in metadata.get("dataset_sources", [])]
+    if SOURCE_DATASET not in slugs:
+        problems.append(f"dataset_sources: add <you>/{SOURCE_DATASET} (the package source: make dataset)")
     return problems

@@ -264,6 +264,8 @@ def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, ou
         solved = [t.task_id for t in result.score.tasks if t.solved] if result.score else []
         for tid in (solved + [t for t in tasks if t not in solved])[:6]:
             attempts = [[e["attempt_1"], e["attempt_2"]] for e in final.submission[tid]]
-            report.task_png(tasks[tid], attempts, out_dir / "tasks" / f"{tid}.png")
+            sources = [["+".join(c.solvers) for c in picked] + [""] * (2 - len(picked))
+                       for picked in final.choices[tid]]
+            report.task_png(tasks[tid], attempts, out_dir / "tasks" / f"{tid}.png", sources)
     except Exception:
         log.exception("writing the report failed (the submission is unaffected)")

@@ -155,14 +155,22 @@ def memory_png(samples, path: Path) -> Path | None:
 
 
 def _draw(ax, grid, title: str) -> None:
-    ax.imshow(np.asarray(grid), cmap=ARC_CMAP, vmin=0, vmax=9, interpolation="nearest")
+    g = np.asarray(grid)
+    ax.imshow(g, cmap=ARC_CMAP, vmin=0, vmax=9, interpolation="nearest")
+    # Cell lines, as ARC viewers draw them: a 1x1 black grid must not look like a big black answer.
+    ax.set_xticks(np.arange(-0.5, g.shape[1], 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, g.shape[0], 1), minor=True)
+    ax.grid(which="minor", color="#555555", linewidth=0.4)
+    ax.tick_params(which="both", length=0)
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def task_png(task: Task, attempts: Sequence[Sequence[list]], path: Path) -> Path:
-    """Train pairs on top; per test input: the input, attempt 1, attempt 2 and the answer if known."""
+def task_png(task: Task, attempts: Sequence[Sequence[list]], path: Path,
+             solved_by: Sequence[Sequence[str]] = ()) -> Path:
+    """Train pairs on top; per test input: the input, attempt 1, attempt 2 and the answer if known. solved_by:
+    per test input, per attempt, the solver(s) it came from ("" marks the fallback, labelled as such)."""
     cols = max(2 * len(task.train), 4)
     rows = 1 + len(task.test)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
@@ -176,7 +184,9 @@ def task_png(task: Task, attempts: Sequence[Sequence[list]], path: Path) -> Path
         panels = [(ex.input, f"test {t} in")]
         for a, grid in enumerate(attempts[t] if t < len(attempts) else []):
             right = ex.output is not None and np.array_equal(np.asarray(grid), ex.output)
-            panels.append((grid, f"attempt {a + 1}" + (" ✓" if right else "")))
+            source = solved_by[t][a] if t < len(solved_by) and a < len(solved_by[t]) else None
+            origin = "" if source is None else f" ({source or 'fallback'})"
+            panels.append((grid, f"attempt {a + 1}{origin}" + (" ✓" if right else "")))
         if ex.output is not None:
             panels.append((ex.output, "answer"))
         for j, (grid, label) in enumerate(panels[:cols]):

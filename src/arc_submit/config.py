@@ -55,6 +55,7 @@ class RunConfig:
     monitor_interval_s: float = 5.0  # RAM / GPU memory sampling period
     assemble_every_s: float = 120.0  # submission.json is also re-assembled whenever a task settles
     started_at: float | None = None  # when the clock started (the notebook's kernel start); None: when run() starts
+    emulate_gpu_gib: float | None = None  # tests/benchmarks on big GPUs: leave each card only this much (L4: 22.3)
     seed: int = 0
     dry_run: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)

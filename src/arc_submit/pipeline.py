@@ -128,20 +128,35 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -
     gpus: list[str | None] = visible_gpus()
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
     worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
+    # L4 emulation (tests and benchmarks on bigger cards): the ballast goes on before any worker sees the GPU.
+    ballast = _start_ballast(config, worker_gpus)
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
     monitor.watch("main", os.getpid())  # with icecuber's processes, which are its children
-    with Journal(journal_dir, "icecuber") as ice_journal:
-        ice = _start_icecuber(config, tasks, deadline, out_dir, ice_journal, warnings)
-        if order:
-            _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, monitor, ice, assembly)
-        _finish_icecuber(ice, deadline, ice_journal, warnings, assembly)
-    monitor.stop()
+    try:
+        with Journal(journal_dir, "icecuber") as ice_journal:
+            ice = _start_icecuber(config, tasks, deadline, out_dir, ice_journal, warnings)
+            if order:
+                _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, monitor, ice, assembly)
+            _finish_icecuber(ice, deadline, ice_journal, warnings, assembly)
+    finally:
+        monitor.stop()
+        if ballast is not None:
+            ballast.stop()
 
     final = assembly.now()
     if final is None:  # the periodic one logs and carries on; the last one must not fail quietly
         raise RuntimeError(f"assembling {out_dir / 'submission.json'} failed at the end (see the log above); the "
                            f"file from the last successful assembly is in place")
     return _finish(config, tasks, final, started, monitor, out_dir, warnings)
+
+
+def _start_ballast(config: RunConfig, worker_gpus: list):
+    gpus = sorted({g for g in worker_gpus if g is not None})
+    if not config.emulate_gpu_gib or not gpus:
+        return None
+    from .gpu_ballast import Ballast
+
+    return Ballast(gpus, config.emulate_gpu_gib)
 
 
 def tasks_to_solve(tasks: dict[str, Task], journal_dir: Path) -> list[str]:

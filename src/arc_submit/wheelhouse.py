@@ -160,9 +160,9 @@ def pip_target_args(python_version: str) -> list[str]:
             *[a for p in PLATFORMS for a in ("--platform", p)]]
 
 
-def resolve(pins: dict[str, str], constraints: Path, python_version: str, carried: set[str]) -> list[tuple[str, str]]:
-    """(name, version) of every package the pins need, resolved for Kaggle's Python and platform, with the image's
-    versions held by the constraints (except the packages carried on purpose)."""
+def resolve(pins: dict[str, str], constraints: Path, python_version: str, carried: set[str]) -> list[tuple]:
+    """(name, version, requirements) of every package the pins need, resolved for Kaggle's Python and platform,
+    with the image's versions held by the constraints (except the packages carried on purpose)."""
     with tempfile.TemporaryDirectory() as tmp:
         kept = [line for line in constraints.read_text().splitlines()
                 if not any(canonicalize_name(line.split("==")[0]) == c for c in carried)]
@@ -177,7 +177,23 @@ def resolve(pins: dict[str, str], constraints: Path, python_version: str, carrie
             raise RuntimeError("resolving the wheelhouse against the image's constraints failed: a package we add "
                                "needs a version the image does not have. pip said:\n" + done.stderr[-4000:])
         items = json.loads(report.read_text())["install"]
-    return [(canonicalize_name(i["metadata"]["name"]), i["metadata"]["version"]) for i in items]
+    return [(canonicalize_name(i["metadata"]["name"]), i["metadata"]["version"],
+             [Requirement(r) for r in i["metadata"].get("requires_dist") or []]) for i in items]
+
+
+def brought_by(roots: set[str], needed: list[tuple]) -> set[str]:
+    """The packages of `needed` that `roots` require, transitively (unconditional requirements only): what an
+    image holding the roots holds too (torch's CUDA libraries and triton, for torch)."""
+    requires = {name: [canonicalize_name(r.name) for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+                for name, _, reqs in needed}
+    seen, stack = set(), list(roots)
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in requires:
+            continue
+        seen.add(name)
+        stack.extend(requires[name])
+    return seen
 
 
 def build(requirements_file: Path, constraints: Path, out_dir: Path, python_version: str = "3.12") -> dict:
@@ -188,8 +204,10 @@ def build(requirements_file: Path, constraints: Path, out_dir: Path, python_vers
     p = plan(requirements, image)
     carried = {"torch", "torchvision", "torchaudio"} if p.carried else set()
     needed = resolve(p.pins, constraints, python_version, carried)
-    from_image = [(n, v) for n, v in needed if image.get(n) == v and n not in carried]
-    to_fetch = [(n, v) for n, v in needed if (n, v) not in from_image]
+    in_image = {n for n, v, _ in needed if image.get(n) == v and n not in carried}
+    in_image |= brought_by(in_image, needed)  # what the image's packages need, the image has
+    from_image = [(n, v) for n, v, _ in needed if n in in_image]
+    to_fetch = [(n, v) for n, v, _ in needed if n not in in_image]
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(out_dir),
            *pip_target_args(python_version), *[f"{n}=={v}" for n, v in to_fetch]]

@@ -58,8 +58,13 @@ def make_engine(config: RunConfig, device: str):
         return None
     from .llm import make_engine as make_llm_engine
 
+    from .solvers.common import TRAIN_DEFAULTS
+
     options = {"device": device, "seed": config.seed, **config.engine.options}
-    return make_llm_engine(config.engine.kind, config.engine.model, **options)
+    # What the solver will train with, for the memory plan (its own option names, its own defaults).
+    solver_options = {**TRAIN_DEFAULTS, **config.solver.options}
+    return make_llm_engine(config.engine.kind, config.engine.model, train_seq_len=int(solver_options["max_seq_len"]),
+                           lora_rank=int(solver_options["lora_rank"]), **options)
 
 
 def die_with_supervisor(poll_s: float = 0.5) -> None:

@@ -11,15 +11,26 @@ vllm and unsloth are imported only when their engine is made, so this package im
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from .engine import (LLAMA_LINEAR_MODULES, Adapter, Engine, EngineSettings, Generation, Sampling, TrainSettings,
                      apply_memory_environment)
 
 ENGINE_KINDS = ("hf", "vllm", "unsloth")
 
 
-def make_engine(kind: str = "hf", model: str = "tiny", **options) -> Engine:
-    """An engine of `kind` for a local model folder (or "tiny"); options are EngineSettings fields."""
+def make_engine(kind: str = "hf", model: str = "tiny", train_seq_len: int = 8192, lora_rank: int = 32,
+                **options) -> Engine:
+    """An engine of `kind` for a local model folder (or "tiny"); options are EngineSettings fields.
+
+    On a GPU the memory plan (memory.py) is made first from the model's config and the GPU's free memory: a plan
+    that cannot fit raises MemoryPlanError before any weights load, and vLLM's share is sized from free memory
+    unless gpu_memory_utilization was given."""
     settings = EngineSettings.from_options(model, **options)
+    plan = plan_gpu_memory(kind, settings, train_seq_len, lora_rank)
+    if plan is not None and plan.vllm_share_gib and "gpu_memory_utilization" not in options:
+        settings = replace(settings, gpu_memory_utilization=plan.gpu_memory_utilization)
     if kind == "hf":
         from .hf_engine import HFEngine
         return HFEngine(settings)
@@ -30,6 +41,33 @@ def make_engine(kind: str = "hf", model: str = "tiny", **options) -> Engine:
         from .unsloth_engine import UnslothEngine
         return UnslothEngine(settings)
     raise ValueError(f"unknown engine kind {kind!r}; use one of {', '.join(ENGINE_KINDS)}")
+
+
+def plan_gpu_memory(kind: str, settings: EngineSettings, train_seq_len: int, lora_rank: int):
+    """The memory plan on a CUDA device (logged), or None on a CPU or without a model config to read."""
+    import logging
+
+    from .memory import ModelShape, make_plan
+
+    if settings.device == "cpu" or kind == "none":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    from .tiny import tiny_model_path
+
+    folder = Path(tiny_model_path() if settings.model == "tiny" else settings.model)
+    if not (folder / "config.json").is_file():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    plan = make_plan(kind, ModelShape.from_folder(folder), free, total, max_model_len=settings.max_model_len,
+                     train_seq_len=min(train_seq_len, settings.max_model_len), lora_rank=lora_rank,
+                     four_bit=settings.load_in_4bit, fast_inference=settings.fast_inference)
+    logging.getLogger(__name__).info("memory plan: %s", plan.describe())
+    return plan
 
 
 __all__ = ["Adapter", "Engine", "EngineSettings", "Generation", "Sampling", "TrainSettings", "LLAMA_LINEAR_MODULES",

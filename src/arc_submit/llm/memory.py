@@ -1,0 +1,159 @@
+"""The GPU memory plan, made at worker start before any weights load: will this model, this engine and these
+training settings fit the memory this GPU has free, and how much of it may vLLM take?
+
+    weights          parameters (from config.json) × bytes per parameter (bf16 2; 4-bit about 0.56 with scales,
+                     embeddings and LM head kept in bf16)
+    KV per token     2 × layers × KV heads × head dim × 2 bytes
+    training peak    LoRA parameters with AdamW (16 bytes each) + checkpointed activations (one hidden state per
+                     layer per token) + one layer's working set + the completion's logits in fp32
+    vLLM share       weights + CUDA graphs and activations (OVERHEAD) + the KV cache; sized in GiB from FREE
+                     memory, so one config serves a real L4 and an emulated one (gpu_memory_utilization is a
+                     fraction of the card's total, which an emulated L4 does not change)
+
+Engines: `vllm` keeps two copies of the weights (vLLM's and the peft training copy); `hf` one (training and
+sampling on the same model); `unsloth` with fast_inference one (its vLLM shares the weights with training).
+A plan that cannot fit raises MemoryPlanError naming the numbers and the fix. The figures are estimates;
+benchmarks/l4.py measures the real peaks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+GIB = 2 ** 30
+OVERHEAD_GIB = 1.5  # vLLM's CUDA graphs, sampler and activation scratch, beyond weights and KV (measured: 1-2 GiB)
+CONTEXT_GIB = 0.5  # the worker's CUDA context and allocator slack outside any plan
+MIN_KV_SEQUENCES = 2  # vLLM must hold at least this many full-length sequences
+LORA_BYTES_PER_PARAM = 16  # bf16 weight + fp32 grad + two fp32 AdamW moments, rounded up
+
+
+class MemoryPlanError(RuntimeError):
+    """The model, engine and settings cannot fit this GPU; the message has the numbers and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    params: int
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelShape":
+        cfg = config.get("text_config", config)
+        hidden, layers = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])
+        heads = int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        inter, vocab = int(cfg["intermediate_size"]), int(cfg["vocab_size"])
+        attn = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+        per_layer = attn + 3 * hidden * inter + 2 * hidden
+        params = layers * per_layer + vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2) + hidden
+        return cls(params, layers, hidden, inter, heads, kv_heads, head_dim, vocab)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "ModelShape":
+        return cls.from_config(json.loads((Path(folder) / "config.json").read_text()))
+
+    def weight_bytes(self, four_bit: bool) -> float:
+        if not four_bit:
+            return self.params * 2.0
+        embeddings = 2 * self.vocab * self.hidden  # input embeddings and LM head stay in bf16
+        return (self.params - embeddings) * 0.5625 + embeddings * 2.0
+
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * 2
+
+    def lora_params(self, rank: int) -> int:
+        """All seven Llama-style projections of every layer."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        shapes = [(self.hidden, q), (self.hidden, kv), (self.hidden, kv), (q, self.hidden),
+                  (self.hidden, self.intermediate), (self.hidden, self.intermediate), (self.intermediate, self.hidden)]
+        return self.layers * rank * sum(a + b for a, b in shapes)
+
+    def training_bytes(self, seq_len: int, rank: int, completion_tokens: int = 1024) -> float:
+        lora = self.lora_params(rank) * LORA_BYTES_PER_PARAM
+        checkpoints = self.layers * seq_len * self.hidden * 2  # one bf16 hidden state per layer per token
+        working = seq_len * (4 * self.hidden + 3 * self.intermediate) * 2 * 2  # one layer's forward + backward
+        logits = completion_tokens * self.vocab * (2 + 4 + 4)  # bf16 logits, fp32 log-softmax and its grad
+        return lora + checkpoints + working + logits
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    engine: str
+    free_gib: float
+    total_gib: float
+    weights_gib: float
+    copies: int
+    kv_gib: float  # what vLLM gets for its KV cache (0 for hf)
+    training_gib: float
+    vllm_share_gib: float  # 0 where no vLLM runs
+
+    @property
+    def needed_gib(self) -> float:
+        if self.engine == "hf":
+            return self.weights_gib + self.training_gib + CONTEXT_GIB
+        return self.vllm_share_gib + (self.copies - 1) * self.weights_gib + self.training_gib + CONTEXT_GIB
+
+    @property
+    def gpu_memory_utilization(self) -> float:
+        """vLLM's share as the fraction of the card's total that vLLM's setting means."""
+        return round(self.vllm_share_gib / self.total_gib, 4) if self.total_gib else 0.0
+
+    def describe(self) -> str:
+        parts = [f"{self.engine}: free {self.free_gib:.1f} of {self.total_gib:.1f} GiB",
+                 f"weights {self.weights_gib:.2f} GiB x {self.copies}",
+                 f"training peak {self.training_gib:.2f} GiB"]
+        if self.vllm_share_gib:
+            parts.append(f"vLLM share {self.vllm_share_gib:.2f} GiB (KV {self.kv_gib:.2f} GiB; "
+                         f"gpu_memory_utilization {self.gpu_memory_utilization})")
+        parts.append(f"needs {self.needed_gib:.2f} GiB")
+        return ", ".join(parts)
+
+
+def make_plan(engine: str, shape: ModelShape, free_bytes: int, total_bytes: int, *, max_model_len: int,
+              train_seq_len: int, lora_rank: int, four_bit: bool = False, fast_inference: bool = True,
+              vllm_share_gib: float | None = None) -> MemoryPlan:
+    """The plan (see the module docstring); MemoryPlanError when it cannot fit."""
+    free, total = free_bytes / GIB, total_bytes / GIB
+    weights = shape.weight_bytes(four_bit) / GIB
+    training = shape.training_bytes(train_seq_len, lora_rank) / GIB
+    min_kv = MIN_KV_SEQUENCES * max_model_len * shape.kv_bytes_per_token() / GIB
+    uses_vllm = engine == "vllm" or (engine == "unsloth" and fast_inference)
+    copies = 2 if engine == "vllm" else 1
+    if not uses_vllm:
+        plan = MemoryPlan(engine, free, total, weights, 1, 0.0, training, 0.0)
+    else:
+        # vLLM gets what is left once training (and, for the two-copy engine, the training copy) has its room.
+        rest = free - CONTEXT_GIB - training - (copies - 1) * weights
+        share = vllm_share_gib if vllm_share_gib is not None else rest
+        plan = MemoryPlan(engine, free, total, weights, copies, share - weights - OVERHEAD_GIB, training, share)
+        if plan.kv_gib < min_kv:
+            raise MemoryPlanError(
+                f"memory plan for {engine} does not fit: {plan.describe()}; vLLM's KV cache would get "
+                f"{plan.kv_gib:.2f} GiB, under the {min_kv:.2f} GiB that {MIN_KV_SEQUENCES} sequences of "
+                f"max_model_len {max_model_len} need. Fix: {_fixes(engine, four_bit)}")
+    if plan.needed_gib > free:
+        raise MemoryPlanError(f"memory plan for {engine} does not fit: {plan.describe()} > {free:.2f} GiB free. "
+                              f"Fix: {_fixes(engine, four_bit)}")
+    return plan
+
+
+def _fixes(engine: str, four_bit: bool) -> str:
+    fixes = []
+    if engine == "vllm":
+        fixes.append("engine kind 'unsloth' (one copy of the weights shared by training and vLLM)")
+    if not four_bit:
+        fixes.append("load_in_4bit: true (unsloth)")
+    fixes += ["a smaller max_model_len or max_seq_len", "a smaller lora_rank", "a smaller model"]
+    return "; or ".join(fixes)

@@ -11,6 +11,7 @@ KAGGLE_SOURCE_DIR ?= build/kaggle-source
 KAGGLE_WHEELS_DIR ?= build/kaggle-wheels
 KAGGLE_PYTHON ?= 3.12
 IMAGE_CONSTRAINTS ?= kaggle/image-constraints.txt
+KAGGLE_PYTHON_BIN ?= python$(KAGGLE_PYTHON)
 DRY_RUN_DIR ?= runs/dry-run
 DRY_RUN_TASKS ?= 8
 
@@ -73,7 +74,7 @@ wheels: install
 
 # The wheelhouse installs offline, resolver on, into a fresh python$(KAGGLE_PYTHON) holding the image's packages.
 wheels-check:
-	scripts/check-wheelhouse.sh python$(KAGGLE_PYTHON) $(KAGGLE_WHEELS_DIR) $(IMAGE_CONSTRAINTS)
+	scripts/check-wheelhouse.sh $(KAGGLE_PYTHON_BIN) $(KAGGLE_WHEELS_DIR) $(IMAGE_CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

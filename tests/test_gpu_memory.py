@@ -50,7 +50,7 @@ def test_one_copy_engine_starts_every_task_from_the_base_model():
         for task in range(3):
             ex, _ = flip_task(task)
             pairs = prompts.leave_one_out_pairs(ex, tokenizer=engine.tokenizer)
-            adapter = engine.train_adapter(f"task-{task}", pairs, TrainSettings(max_steps=8, lora_rank=8,
+            adapter = engine.train_adapter(f"task-{task}", pairs, TrainSettings(epochs=10, max_steps=8, lora_rank=8,
                                                                                 lora_alpha=16, learning_rate=3e-3))
             assert adapter.steps == 8 and adapter.last_loss < adapter.first_loss
             tuned = engine.score([(prompt, answer)], adapter)[0]

@@ -22,18 +22,34 @@ def test_votes_rank_within_a_solver_and_duplicates_merge():
     assert [c.votes for c in picked] == [3, 2]
 
 
-def test_second_attempt_comes_from_the_next_solver_in_priority():
-    cands = [Candidate(A, "llm", count=9), Candidate(B, "llm", count=8), Candidate(C, "icecuber", score=0.5)]
-    assert grids(select_attempts(cands, priority=["icecuber", "llm"])) == [[[3]], [[1]]]
-    assert grids(select_attempts(cands, priority=["llm", "icecuber"])) == [[[1]], [[3]]]
+def test_slots_go_by_evidence_not_by_turns():
+    """A solver's share of its own votes (or its stated support) is its evidence; priority only breaks ties."""
+    cands = [Candidate(A, "llm", count=9), Candidate(B, "llm", count=1), Candidate(C, "icecuber", score=0.5)]
+    assert grids(select_attempts(cands, priority=["llm", "icecuber"])) == [[[3]], [[1]]]  # 1.0 vs 0.9 vs 0.1
+    sure = [Candidate(A, "llm", count=1, support=1.0), Candidate(C, "icecuber"), Candidate(D, "icecuber")]
+    assert grids(select_attempts(sure))[0] == [[1]]  # a verified answer (support 1.0) beats icecuber's 1/2
+    assert grids(select_attempts(sure, weights={"llm": 0.4})) == [[[3]], [[4, 4]]]  # weights scale the evidence
 
 
-def test_agreement_between_solvers_wins():
-    cands = [Candidate(A, "llm", count=9), Candidate(B, "llm", count=1), Candidate(B, "icecuber"),
-             Candidate(C, "icecuber", score=5)]
+def test_a_one_vote_junk_grid_no_longer_displaces_icecubers_runner_up():
+    """Seen before: with priority [transduction, induction, icecuber] a random model's 1-vote grid took attempt_1
+    and icecuber's second answer (the truth) was lost; with three solvers icecuber got no slot at all."""
+    junk = [Candidate(g([i]), "transduction", count=1, support=1 / 8) for i in range(5, 9)]
+    program = [Candidate(g([9]), "induction", count=1, support=1 / 3)]  # fits one of three train pairs
+    ice = [Candidate(A, "icecuber", score=2.0), Candidate(B, "icecuber", score=1.5)]  # B is the truth
+    picked = select_attempts(junk + program + ice, priority=["transduction", "induction", "icecuber"])
+    assert grids(picked) == [[[1]], [[2]]]
+    assert [c.solvers for c in picked] == [("icecuber",), ("icecuber",)]
+    confident = [Candidate(C, "transduction", count=6, support=6 / 8)] + junk + ice
+    assert grids(select_attempts(confident)) == [[[3]], [[1]]]  # 6 of 8 samples agreeing do take attempt_1
+
+
+def test_agreement_between_solvers_adds_up():
+    cands = [Candidate(A, "llm"), Candidate(B, "llm"), Candidate(B, "icecuber"), Candidate(C, "icecuber", score=5)]
     picked = select_attempts(cands, priority=["icecuber", "llm"])
-    assert grids(picked)[0] == [[2]]
+    assert grids(picked)[0] == [[2]] and picked[0].evidence == 1.0  # 1/2 from each
     assert picked[0].solvers == ("icecuber", "llm") and picked[0].per_solver_votes == {"llm": 1, "icecuber": 1}
+    assert grids(picked)[1] == [[3]]  # then priority breaks the 1/2 tie: icecuber's C before llm's A
 
 
 def test_ties_are_broken_the_same_whatever_the_input_order():

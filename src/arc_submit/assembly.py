@@ -38,27 +38,28 @@ class Assembly:
         return sum(bool(c) for per_test in self.choices.values() for c in per_test)
 
 
-def choose(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord], priority: Sequence[str]) -> dict:
+def choose(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord], priority: Sequence[str],
+           weights: Mapping[str, float] | None = None) -> dict:
     """{task id: [[Choice, ...] per test input]} from the journaled candidates."""
-    return {tid: [select_attempts(records[tid].candidates.get(i, []), priority) if tid in records else []
+    return {tid: [select_attempts(records[tid].candidates.get(i, []), priority, weights=weights) if tid in records else []
                   for i in range(len(task.test))]
             for tid, task in tasks.items()}
 
 
-def assemble_journals(tasks: Mapping[str, Task], journal_dir: str | os.PathLike,
-                      priority: Sequence[str]) -> Assembly:
+def assemble_journals(tasks: Mapping[str, Task], journal_dir: str | os.PathLike, priority: Sequence[str],
+                      weights: Mapping[str, float] | None = None) -> Assembly:
     records = collect(journal_dir) if Path(journal_dir).is_dir() else {}
-    choices = choose(tasks, records, priority)
+    choices = choose(tasks, records, priority, weights)
     return Assembly(assemble(tasks, choices), choices, records)
 
 
 def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priority: Sequence[str],
-                   skipped: Mapping[str, list] | None = None) -> Assembly:
+                   skipped: Mapping[str, list] | None = None, weights: Mapping[str, float] | None = None) -> Assembly:
     """Assemble the journals under out_dir and replace out_dir/submission.json atomically. `skipped`: entries for
     task ids the challenges file holds but no valid Task was made of (skip_invalid), so the file lists them all."""
     t0 = time.time()
     out_dir = Path(out_dir)
-    result = assemble_journals(tasks, out_dir / "journals", priority)
+    result = assemble_journals(tasks, out_dir / "journals", priority, weights)
     write_submission(out_dir / SUBMISSION_NAME, {**result.submission, **(skipped or {})})
     log.info("submission.json assembled: %d tasks, %d of %d test inputs answered (%.2f s)", len(tasks),
              result.answered, sum(len(t.test) for t in tasks.values()), time.time() - t0)
@@ -71,8 +72,9 @@ class PeriodicAssembly:
     (the previous file stays in place) and never stops the run. `clock` is injectable for tests."""
 
     def __init__(self, out_dir, tasks, priority, interval_s: float, min_gap_s: float = 10.0, clock=time.time,
-                 skipped=None):
+                 skipped=None, weights=None):
         self.out_dir, self.tasks, self.priority, self.clock, self.skipped = out_dir, tasks, priority, clock, skipped
+        self.weights = weights
         self.interval_s, self.min_gap_s = interval_s, min(min_gap_s, interval_s)
         self.last_at = float("-inf")
         self.last_progress = None
@@ -90,7 +92,7 @@ class PeriodicAssembly:
     def now(self) -> Assembly | None:
         self.last_at = self.clock()
         try:
-            result = write_assembly(self.out_dir, self.tasks, self.priority, self.skipped)
+            result = write_assembly(self.out_dir, self.tasks, self.priority, self.skipped, self.weights)
         except Exception:
             log.exception("assembling submission.json failed; the previous file stays in place")
             return None

@@ -51,6 +51,9 @@ class Candidate:
     score: float = 0.0  # the solver's own confidence (mean log-prob, train fit, icecuber's score); higher is better
     count: int = 1  # votes: samples / augmentations / programs that produced this grid
     detail: str = ""  # free provenance (augmentation names, program ids) for the report
+    # How sure the solver is, on a 0..1 scale it can defend: the share of its samples that gave this grid, or the
+    # share of train examples the best program behind it reproduces. None: its share of the solver's votes here.
+    support: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "grid", checked_grid(self.grid, self.solver))
@@ -58,6 +61,8 @@ class Candidate:
             raise InvalidCandidate(f"{self.solver}: score {self.score!r} is not a number")
         if int(self.count) < 0:
             raise InvalidCandidate(f"{self.solver}: vote count {self.count} is negative")
+        if self.support is not None and not 0.0 <= float(self.support) <= 1.0:
+            raise InvalidCandidate(f"{self.solver}: support {self.support!r} is outside 0..1")
 
     @property
     def key(self) -> tuple:
@@ -66,11 +71,13 @@ class Candidate:
     def to_json(self) -> dict:
         score = float(self.score)
         return {"grid": self.grid.tolist(), "solver": self.solver, "score": score if math.isfinite(score) else -1e30,
-                "count": int(self.count), "detail": self.detail}
+                "count": int(self.count), "detail": self.detail,
+                **({"support": float(self.support)} if self.support is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Candidate":
-        return cls(d["grid"], d["solver"], float(d.get("score", 0.0)), int(d.get("count", 1)), d.get("detail", ""))
+        return cls(d["grid"], d["solver"], float(d.get("score", 0.0)), int(d.get("count", 1)), d.get("detail", ""),
+                   d.get("support"))
 
 
 def valid_candidates(candidates, on_invalid=None) -> list[Candidate]:

@@ -156,7 +156,7 @@ def cmd_assemble(args) -> int:
                        limit=saved.get("n_tasks"))
     priority = args.priority.split(",") if args.priority else saved.get("priority", [])
     skipped = skipped_task_entries(challenges, tasks) if saved.get("skip_invalid") and not saved.get("n_tasks") else {}
-    result = write_assembly(out_dir, tasks, priority, skipped)
+    result = write_assembly(out_dir, tasks, priority, skipped, saved.get("solver_weights"))
     problems = validate(result.submission, tasks)
     for line in problems:
         print(line)

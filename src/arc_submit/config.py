@@ -47,7 +47,8 @@ class RunConfig:
     workers: int | None = None  # None: one per visible GPU, or cpu_workers on a machine without one
     cpu_workers: int = 2
     ram_ceiling_gb: float | None = None  # host RAM the workers may use together; None: 90% of the machine less icecuber's
-    priority: list = field(default_factory=lambda: ["transduction", "induction", "icecuber"])
+    priority: list = field(default_factory=lambda: ["transduction", "induction", "icecuber"])  # ties only
+    solver_weights: dict = field(default_factory=dict)  # evidence multiplier per solver (select.py); default 1.0
     skip_invalid: bool = False
     retry_killed: bool = True  # a task whose worker died is retried once on another worker
     max_worker_restarts: int = 3  # per GPU; past this a dying worker stays down and the others carry on

@@ -121,7 +121,8 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -
         warnings.append(f"{len(skipped)} invalid task(s) skipped, each answered [[0]] so the file lists every task: "
                         f"{', '.join(sorted(skipped)[:10])}")
         log.error("%s", warnings[-1])
-    assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s, skipped=skipped)
+    assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s, skipped=skipped,
+                                weights=config.solver_weights)
     assembly.now()  # from here on a valid, complete submission.json exists
     order = tasks_to_solve(tasks, journal_dir)
 

@@ -1,20 +1,23 @@
-"""Merge ranked candidates from any number of solvers into attempt_1 / attempt_2 for one test input.
+"""Merge ranked candidates from any number of solvers into attempt_1 / attempt_2 for one test input: slots go by
+evidence, not by turns.
 
-The order, and why:
-1. Grids that several solvers found independently come first (agreement across unrelated methods is the
-   strongest evidence there is), more solvers before fewer, then more votes.
-2. Then the solvers take turns in priority order, each offering its best grid not yet chosen: attempt_2 comes
-   from the second solver rather than from the first solver's runner-up, the ensembling that added solved
-   tasks in the field (icecuber's top answer beside the LLM's). Within a solver, more votes (samples,
-   augmentations, programs that produced the grid) win, then the solver's own score, then the grid's bytes,
-   so ties are broken the same way on every run.
+A grid's evidence is the sum, over the solvers that proposed it, of weight[solver] × the solver's support for it:
+the support the solver states (the share of its samples that gave the grid, or the share of train examples the
+program behind it reproduces), else the grid's share of that solver's votes for this test input. So:
+- agreement adds up: a grid two unrelated methods found outranks what either found alone at the same strength;
+- a 1-vote grid out of 8 samples (support 0.125) cannot push out icecuber's runner-up (1/2 of its two answers),
+  while a grid most samples agree on (6 of 8) can take attempt_1;
+- scores on different scales (mean log-prob, train fit, icecuber's own score) are never compared across solvers:
+  they only order grids within one solver.
+Ties: more solvers, then the solver's place in `priority`, then its own score, then the grid's bytes, so the same
+input always gives the same attempts.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +33,7 @@ class Choice:
     solvers: tuple[str, ...]  # every solver that proposed this grid, in priority order
     score: float  # best solver score among its proposers
     per_solver_votes: dict = field(default_factory=dict)
+    evidence: float = 0.0  # see the module docstring
 
 
 def _priority_index(priority: Sequence[str]):
@@ -38,42 +42,39 @@ def _priority_index(priority: Sequence[str]):
     return lambda name: (rank.get(name, len(rank)), name)
 
 
-def select_attempts(candidates: Iterable[Candidate], priority: Sequence[str] = (), k: int = 2) -> list[Choice]:
-    """Up to k distinct grids, best first (see the module docstring for the order)."""
+def select_attempts(candidates: Iterable[Candidate], priority: Sequence[str] = (), k: int = 2,
+                    weights: Mapping[str, float] | None = None) -> list[Choice]:
+    """Up to k distinct grids, best evidence first (see the module docstring)."""
     by_grid: dict[tuple, dict] = {}
+    totals: dict[str, int] = defaultdict(int)
     for c in candidates:
         key = grid_key(c.grid)
         g = by_grid.setdefault(key, {"grid": np.asarray(c.grid, dtype=np.int8), "votes": defaultdict(int),
-                                     "score": defaultdict(lambda: float("-inf"))})
+                                     "score": defaultdict(lambda: float("-inf")), "support": {}})
         g["votes"][c.solver] += max(int(c.count), 0)
         g["score"][c.solver] = max(g["score"][c.solver], float(c.score))
+        if c.support is not None:
+            g["support"][c.solver] = max(g["support"].get(c.solver, 0.0), float(c.support))
+        totals[c.solver] += max(int(c.count), 0)
     if not by_grid:
         return []
+    order = _priority_index(priority)
+    weights = weights or {}
 
-    solver_order = _priority_index(priority)
+    def evidence(g) -> float:
+        return sum(weights.get(s, 1.0) * g["support"].get(s, v / totals[s] if totals[s] else 0.0)
+                   for s, v in g["votes"].items())
 
-    def choice(key) -> Choice:
+    def sort_key(key):
         g = by_grid[key]
-        solvers = tuple(sorted(g["votes"], key=solver_order))
-        return Choice(g["grid"], sum(g["votes"].values()), solvers, max(g["score"].values()), dict(g["votes"]))
+        top = min(g["votes"], key=order)
+        return (-round(evidence(g), 9), -len(g["votes"]), order(top), -g["score"][top], key)
 
-    chosen: list[tuple] = []
-    agreed = [key for key, g in by_grid.items() if len(g["votes"]) > 1]
-    agreed.sort(key=lambda key: (-len(by_grid[key]["votes"]), -sum(by_grid[key]["votes"].values()),
-                                 -max(by_grid[key]["score"].values()), key))
-    chosen.extend(agreed[:k])
-
-    per_solver: dict[str, list[tuple]] = defaultdict(list)
-    for key, g in by_grid.items():
-        for solver in g["votes"]:
-            per_solver[solver].append(key)
-    for solver, keys in per_solver.items():
-        keys.sort(key=lambda key: (-by_grid[key]["votes"][solver], -by_grid[key]["score"][solver], key))
-    queues = [per_solver[s] for s in sorted(per_solver, key=solver_order)]
-    while len(chosen) < k and any(queues):
-        for queue in queues:
-            while queue and queue[0] in chosen:
-                queue.pop(0)
-            if queue and len(chosen) < k:
-                chosen.append(queue.pop(0))
-    return [choice(key) for key in chosen[:k]]
+    chosen = sorted(by_grid, key=sort_key)[:k]
+    out = []
+    for key in chosen:
+        g = by_grid[key]
+        solvers = tuple(sorted(g["votes"], key=order))
+        out.append(Choice(g["grid"], sum(g["votes"].values()), solvers, max(g["score"].values()), dict(g["votes"]),
+                          evidence(g)))
+    return out

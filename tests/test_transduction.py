@@ -96,11 +96,43 @@ def test_answers_are_emitted_per_test_input_before_returning(engine, colour_swap
     full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
     emitted = []
     per_test = transduction.solve(task, Deadline.in_seconds(600), engine, emit=emitted.append,
-                                  **dict(LEARN, max_prompt_tokens=full - 1))
-    assert len(emitted) == 1 and emitted[0] is per_test
+                                  **dict(LEARN, max_prompt_tokens=full - 1, scorer="augmented"))
+    assert len(emitted) == 2  # after voting, then after the augmented re-ranking
+    assert [[c.grid.tolist() for c in cands] for cands in emitted[-1]] == [[c.grid.tolist() for c in cands]
+                                                                          for cands in per_test]
+    assert all("augmented log-prob" in cands[0].detail for cands in per_test)
     assert [np.array_equal(cands[0].grid, ex.output) for cands, ex in zip(per_test, task.test)] == [True, True]
 
 
 def test_unknown_option_is_named(engine, colour_swap_task):
     with pytest.raises(ValueError, match="ttt_stepz"):
         transduction.solve(colour_swap_task, Deadline.in_seconds(5), engine, ttt_stepz=3)
+
+
+def test_augmented_scorer_ranks_the_answer_first_among_plausible_distractors(engine, colour_swap_task):
+    """After test-time training, the task's adapter scores each candidate under 4 views (NVARC's re-ranking): the
+    true answer beats the input copied and the answer with one cell changed."""
+    from arc_submit.augment import augmentation_set
+    from arc_submit.llm.engine import TrainSettings
+    from arc_submit.solvers.common import task_rng
+
+    task = colour_swap_task
+    full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
+    pairs = transduction.training_pairs(task, augmentation_set(1, task_rng(0, task.id, 1), 3), engine, "plain",
+                                        None, {})
+    adapter = engine.train_adapter("scorer", pairs, TrainSettings(
+        epochs=100, max_steps=100, learning_rate=3e-3, lr_schedule="constant", lora_rank=8, lora_alpha=16,
+        gradient_checkpointing=False))
+    try:
+        views = augmentation_set(4, task_rng(0, task.id, 2), 3)
+        items = transduction.view_prompts(task, views, engine, "plain", full - 1, {})
+        truth, copy = task.test[0].output, task.test[0].input
+        one_off = truth.copy()
+        one_off[0, 0] = (one_off[0, 0] + 1) % 10
+        logps = transduction.augmented_logprobs(engine, items, 0, [copy, one_off, truth], adapter, "plain")
+        assert int(np.argmax(logps)) == 2, logps
+        assert len({t for t, _, _ in items}) == 1 and len(items) == 4  # every view took part
+    finally:
+        engine.delete_adapter(adapter)
+    with pytest.raises(ValueError, match="scorer='augmnted'; use one of votes, augmented"):
+        transduction.solve(task, Deadline.in_seconds(5), engine, scorer="augmnted")

@@ -26,6 +26,7 @@ TRAIN_FIELDS = ("learning_rate", "lr_schedule", "warmup_steps", "weight_decay", 
                 "lora_alpha", "lora_dropout", "target_modules", "batch_size", "grad_accumulation", "max_seq_len",
                 "gradient_checkpointing")
 TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainSettings) if f.name in TRAIN_FIELDS}
+OPTION_CHOICES = {"scorer": ("votes", "augmented")}
 AUGMENTATION_DEFAULTS = dict(use_dihedral=True, permute_colours=True, keep_background=True, permute_order=True)
 
 
@@ -36,6 +37,9 @@ def resolve_options(solver: str, defaults: dict, options: dict) -> dict:
         raise ValueError(f"{solver} solver: unknown option(s) {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(defaults))} (set them under solver.options)")
     merged = {**defaults, **options}
+    for name, allowed in OPTION_CHOICES.items():
+        if name in merged and merged[name] not in allowed:
+            raise ValueError(f"{solver} solver: option {name}={merged[name]!r}; use one of {', '.join(allowed)}")
     for name in ("temperature", "train_fraction"):
         if name in merged and not 0 <= float(merged[name]) <= (1 if name == "train_fraction" else 10):
             raise ValueError(f"{solver} solver: option {name}={merged[name]!r} is out of range")

@@ -50,6 +50,10 @@ DEFAULTS = dict(
     max_prompt_tokens=None,  # None: the engine's context less the answer
     grid_format="plain",
     max_sequences_per_call=512,
+    # Re-ranking: "votes" keeps the vote order; "augmented" scores each distinct grid with the task's adapter under
+    # the sampled views (NVARC, 2025: views that produced it + mean augmented log-probability).
+    scorer="votes",
+    max_scored_candidates=16,  # per test input, best-voted first
     seed=0,
     **AUGMENTATION_DEFAULTS,
     **TRAIN_DEFAULTS,
@@ -127,6 +131,33 @@ def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit:
             prompt = fitted_prompt(augmented.train, test.input, engine, fmt, limit, dropped, "test examples", "views")
             if prompt is not None:
                 out.append((t, aug, prompt))
+    return out
+
+
+def augmented_logprobs(engine, items: list[tuple[int, Augmentation, str]], test_index: int, grids: list,
+                       adapter, fmt: str) -> list[float]:
+    """Per grid: the mean over the test input's views of log p(the grid, as that view shows it | the view's prompt),
+    with the task's adapter; all grids × views go to the engine in one batch (their prompts repeat: prefix reuse)."""
+    views = [(aug, prompt) for t, aug, prompt in items if t == test_index]
+    if not views or not grids:
+        return [float("-inf")] * len(grids)
+    pairs = [(prompt, prompts.transduction_answer(aug.apply_grid(grid), fmt)) for grid in grids for aug, prompt in views]
+    sums = engine.score(pairs, adapter)
+    return [float(np.mean(sums[i * len(views):(i + 1) * len(views)])) for i in range(len(grids))]
+
+
+def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapter, fmt: str,
+            limit: int) -> list[list[Candidate]]:
+    """The "augmented" scorer: each test input's best-voted `limit` grids ranked by votes + mean augmented
+    log-probability (the rest keep their vote order after them)."""
+    out = []
+    for t, cands in enumerate(candidates):
+        head, tail = cands[:limit], cands[limit:]
+        logps = augmented_logprobs(engine, items, t, [c.grid for c in head], adapter, fmt)
+        rescored = [Candidate(c.grid, c.solver, lp, c.count, c.detail + f"; augmented log-prob {lp:.2f}", c.support)
+                    for c, lp in zip(head, logps)]
+        rescored.sort(key=lambda c: -(c.count + c.score))
+        out.append(rescored + tail)
     return out
 
 
@@ -225,6 +256,12 @@ def run(task: Task, deadline, engine, emit=None, **options) -> TransductionResul
             result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
                 result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
+            if opts["scorer"] == "augmented" and any(result.candidates) and seconds_left(deadline) > 0:
+                with clock.phase("scoring", lambda: f"{sum(min(len(c), opts['max_scored_candidates']) for c in result.candidates)} grids x views"):
+                    result.candidates = rescore(engine, task, items, result.candidates, adapter, fmt,
+                                                int(opts["max_scored_candidates"]))
+                if emit is not None:
+                    emit(result.candidates)
             if emit is not None:
                 emit(result.candidates)
     finally:

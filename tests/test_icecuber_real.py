@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -98,3 +99,40 @@ def test_pipeline_with_the_tiny_model_beside_it_keeps_every_icecuber_solve(tmp_p
     events = list(read_events(out / "journals"))
     assert any(e["event"] == "candidates" and e["worker"] == "worker-0" for e in events)  # the model ran beside
     assert sum(e["event"] == "candidates" and e["worker"] == "icecuber" for e in events) >= 18
+
+
+def test_two_solvers_and_icecuber_in_one_run_settle_every_task_and_resume_per_solver(tmp_path, icecuber_build):
+    """`solvers: [induction, transduction]` on the tiny model, the real icecuber beside them: every task settles,
+    the journal and report show each solver's candidates and time; a later run with a third solver added
+    (resuming the same folder) runs only the solver each task lacks."""
+    out = tmp_path / "run"
+    common = ["--challenges", DATASET, "--n-tasks", "4", "--out", str(out), "--set", "workers=2",
+              "--set", "time_limit_s=300", "--set", "safety_margin_s=20", "--set", "max_task_s=30",
+              "--set", f"icecuber.dir={icecuber_build}", "--set", "icecuber.options={depths: [2], processes: 1}"]
+    chain = ("solvers=[{name: induction, share: 0.5, options: {epochs: 1, predictions_per_epoch: 4, max_tokens: 64, "
+             "landlock: false, workers: 1}}, {name: transduction, options: {n_augmentations: 1, ttt: false, "
+             "max_tokens: 64}}]")
+    r = subprocess.run([sys.executable, "-m", "arc_submit.cli", "run", *common, "--set", chain],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = list(read_events(out / "journals"))
+    tasks = first_20()
+    first4 = list(tasks)[:4]
+    for tid in first4:
+        ran = [e["solver"] for e in events if e["event"] == "solver-done" and e["task_id"] == tid]
+        assert ran == ["induction", "transduction"], (tid, ran)
+        assert any(e["event"] == "done" and e["task_id"] == tid for e in events)
+    report = (out / "report.md").read_text()
+    assert "induction " in report and "transduction " in report and "cands" in report
+    assert sum(e["worker"] == "icecuber" and e["event"] == "candidates" for e in events) >= 3
+
+    more = chain.replace("solvers=[", "solvers=[{name: 'doubles.solvers:cost_sleeper'}, ")
+    r = subprocess.run([sys.executable, "-m", "arc_submit.cli", "run", *common, "--set", more],
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(
+                           Path(__file__).parent)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    first_run_ended = max(e["t"] for e in events)
+    again = [e for e in read_events(out / "journals") if e["t"] > first_run_ended]
+    for tid in first4:
+        ran = [e["solver"] for e in again if e["event"] == "solver-done" and e["task_id"] == tid]
+        assert ran == ["doubles.solvers:cost_sleeper"], (tid, ran)  # the two finished solvers were not redone

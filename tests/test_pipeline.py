@@ -208,8 +208,8 @@ def test_icecuber_candidates_join_the_llm_ones(tmp_path):
     sub = check_valid_and_complete(result, 3)
     tasks = load_tasks(DATASET, limit=3)
     for tid, task in tasks.items():
-        for i, ex in enumerate(task.test):  # icecuber first by priority, the double's true answer second
-            assert sub[tid][i] == {"attempt_1": ex.input.tolist(), "attempt_2": ex.output.tolist()}
+        for i, ex in enumerate(task.test):  # the double's one answer (evidence 1.0), then icecuber's best of three
+            assert sub[tid][i] == {"attempt_1": ex.output.tolist(), "attempt_2": ex.input.tolist()}
     assert (tmp_path / "run" / "journals" / "journal-icecuber.jsonl").exists()
 
 

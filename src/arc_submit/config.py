@@ -27,6 +27,7 @@ class EngineConfig:
 class SolverConfig:
     name: str = "transduction"  # transduction | induction | module:function (a solver of your own)
     options: dict = field(default_factory=dict)  # forwarded to the solver (augmentations, samples, TTT steps, ...)
+    share: float | None = None  # of the task's time left when it starts; None: an equal part (the last: the rest)
 
 
 @dataclass
@@ -61,6 +62,11 @@ class RunConfig:
     dry_run: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    # Several solvers per task, run in this order on the same worker and engine, e.g. [{name: induction, share:
+    # 0.5}, {name: transduction}]; empty: `solver` alone. A solver after one that verified an answer (an induction
+    # program reproducing every train pair) is skipped when skip_after_verified.
+    solvers: list = field(default_factory=list)
+    skip_after_verified: bool = True
     icecuber: IcecuberConfig = field(default_factory=IcecuberConfig)
 
     def validate(self) -> "RunConfig":
@@ -70,11 +76,24 @@ class RunConfig:
             raise ConfigError(f"n_tasks must be at least 1 (or None for all), got {self.n_tasks}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be at least 1 (or None for one per GPU), got {self.workers}")
+        chain = self.solver_chain()  # unknown keys in a solvers entry fail here, by name
+        if len({s.name for s in chain}) != len(chain):
+            raise ConfigError(f"solvers: each solver once, got {[s.name for s in chain]}")
+        if any(s.share is not None and not 0 < s.share <= 1 for s in chain):
+            raise ConfigError("solvers[].share: a fraction of the task's time in (0, 1], or null for an equal part")
         if self.engine.kind not in ("hf", "vllm", "unsloth", "none"):
             raise ConfigError(f"engine.kind {self.engine.kind!r}: use hf, vllm, unsloth or none")
         # Paths (the model folder, icecuber's build) are the preflight's job (preflight.py): the commit run fails
         # on them, while the scoring rerun still writes its fallback file.
         return self
+
+    def solver_chain(self) -> list[SolverConfig]:
+        """The solvers each task runs through, in order (`solvers`, or `solver` alone)."""
+        if not self.solvers:
+            return [self.solver]
+        return [s if isinstance(s, SolverConfig) else from_dict({"name": s} if isinstance(s, str) else s,
+                                                                 SolverConfig, prefix="solvers[].")
+                for s in self.solvers]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

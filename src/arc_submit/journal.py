@@ -134,6 +134,26 @@ def collect(folder: str | os.PathLike) -> dict[str, TaskRecord]:
     return records
 
 
-def settled_task_ids(folder: str | os.PathLike) -> set[str]:
-    """Tasks a resumed run need not solve again: a worker finished them (done) or gave up on them for good."""
-    return {tid for tid, rec in collect(folder).items() if rec.status in ("done", "error", "timeout")}
+def finished_solvers(folder: str | os.PathLike) -> dict[str, set[str]]:
+    """Per task, the solvers that ran to the end on it (`solver-done`), over every run in the folder."""
+    out: dict[str, set[str]] = {}
+    for e in read_events(folder):
+        if e["event"] == "solver-done":
+            out.setdefault(e["task_id"], set()).add(e.get("solver", ""))
+    return out
+
+
+def settled_task_ids(folder: str | os.PathLike, solvers: Iterable[str] | None = None) -> set[str]:
+    """Tasks a resumed run need not solve again: given up on for good (error, timeout), or done by every solver
+    in `solvers` (None: done at all). A run with a solver added works on the tasks that lack it."""
+    wanted = set(solvers or ())
+    done = finished_solvers(folder)
+    settled = set()
+    for tid, rec in collect(folder).items():
+        if rec.status in ("error", "timeout"):
+            settled.add(tid)
+        elif rec.status == "done":
+            legacy = not any(e["event"] == "solver-done" for e in rec.events)  # journals before solver events
+            if legacy or wanted <= done.get(tid, set()):
+                settled.add(tid)
+    return settled

@@ -203,7 +203,8 @@ def check_outcome(result, config: RunConfig, strict: bool) -> list[str]:
     problems = list(result.problems)
     solved_by_workers = result.statuses.get("done", 0)
     if solved_by_workers == 0 and result.n_tasks and "pending" not in result.statuses:
-        problems.append(f"the {config.solver.name} solver on engine {config.engine.kind} ({config.engine.model}) "
+        names = "+".join(s.name for s in config.solver_chain())
+        problems.append(f"the {names} solver(s) on engine {config.engine.kind} ({config.engine.model}) "
                         f"settled no task: every task took the fallback. See {Path(config.out_dir) / 'run.log'} "
                         f"(load-failed / error events in journals/) for why")
     if problems and strict:

@@ -23,7 +23,7 @@ from .budget import Deadline, run_deadline
 from .config import RunConfig
 from .assembly import Assembly, PeriodicAssembly
 from .fileio import write_json_atomic
-from .journal import Journal, read_events, settled_task_ids
+from .journal import Journal, finished_solvers, read_events, settled_task_ids
 from .resources import GIB, ResourceMonitor, gpu_memory_used_mib
 from .submission import ScoreReport, score, validate
 from .tasks import Task, load_solutions, load_tasks, skipped_task_entries
@@ -124,7 +124,7 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -
     assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s, skipped=skipped,
                                 weights=config.solver_weights)
     assembly.now()  # from here on a valid, complete submission.json exists
-    order = tasks_to_solve(tasks, journal_dir)
+    order = tasks_to_solve(tasks, journal_dir, [s.name for s in config.solver_chain()])
 
     gpus: list[str | None] = visible_gpus()
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
@@ -160,9 +160,9 @@ def _start_ballast(config: RunConfig, worker_gpus: list):
     return Ballast(gpus, config.emulate_gpu_gib)
 
 
-def tasks_to_solve(tasks: dict[str, Task], journal_dir: Path) -> list[str]:
-    """Tasks not settled by an earlier run in this folder, largest first."""
-    settled = settled_task_ids(journal_dir)
+def tasks_to_solve(tasks: dict[str, Task], journal_dir: Path, solvers: list[str]) -> list[str]:
+    """Tasks not settled (by every solver of the chain) by an earlier run in this folder, largest first."""
+    settled = settled_task_ids(journal_dir, solvers)
     if settled & set(tasks):
         log.info("resuming: %d task(s) already settled in %s", len(settled & set(tasks)), journal_dir)
     return sorted((t for t in tasks if t not in settled), key=lambda t: (-tasks[t].cost_estimate(), t))
@@ -195,7 +195,8 @@ def _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, 
     from .workers import WorkerPool
 
     ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
-    pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor)
+    pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor,
+                      finished_solvers(journal_dir))
     bar = tqdm(total=len(order), desc="tasks", unit="task")
 
     def on_tick(p: WorkerPool) -> None:

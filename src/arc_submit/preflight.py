@@ -79,23 +79,25 @@ def check_engine(config: RunConfig) -> list[str]:
 
 
 def check_solver(config: RunConfig) -> list[str]:
+    """Every solver of the chain resolves, and every option of ours is one it knows."""
+    import importlib
+
     from .solvers.common import resolve_options
     from .workers import SOLVERS, resolve_solver
 
-    name = config.solver.name
-    try:
-        solver = resolve_solver(name)
-    except (ImportError, AttributeError, ValueError) as e:
-        return [f"solver.name {name!r}: {type(e).__name__}: {e}"]
-    if name in SOLVERS:
-        import importlib
-
-        module = importlib.import_module(solver.__module__)
+    problems = []
+    for spec in config.solver_chain():
         try:
-            resolve_options(name, module.DEFAULTS, config.solver.options)
-        except ValueError as e:
-            return [f"solver.options: {e}"]
-    return []
+            solver = resolve_solver(spec.name)
+        except (ImportError, AttributeError, ValueError) as e:
+            problems.append(f"solver {spec.name!r}: {type(e).__name__}: {e}")
+            continue
+        if spec.name in SOLVERS:
+            try:
+                resolve_options(spec.name, importlib.import_module(solver.__module__).DEFAULTS, spec.options)
+            except ValueError as e:
+                problems.append(f"solver.options: {e}")
+    return problems
 
 
 def check_icecuber(config: RunConfig) -> list[str]:

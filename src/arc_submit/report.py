@@ -56,10 +56,26 @@ def task_rows(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord],
             "solvers": "+".join(solvers) or "fallback",
             "seconds": round(rec.seconds, 1) if rec else 0.0,
             "candidates": n_cands,
+            "per solver": per_solver_cell(rec),
             "tests": len(task.test),
             "score": "" if ts is None else round(ts.fraction, 3),
         })
     return rows
+
+
+def per_solver_cell(rec: TaskRecord | None) -> str:
+    """'induction 12.3s 4 cands, transduction 20.1s 8 cands' from the solver events; notes (OOM) appended."""
+    if rec is None:
+        return ""
+    parts = []
+    for e in rec.events:
+        if e["event"] == "solver-done":
+            parts.append(f"{e.get('solver')} {e.get('seconds', 0):.1f}s {e.get('candidates', 0)} cands")
+        elif e["event"] in ("solver-error", "solver-skipped"):
+            parts.append(f"{e.get('solver')} {e['event'].split('-')[1]}")
+        elif e["event"] == "note":
+            parts.append(f"note: {e.get('kind')}")
+    return ", ".join(parts)
 
 
 def write_table(rows: list[dict], out_dir: Path, summary_lines: Sequence[str]) -> str:

@@ -29,7 +29,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from .budget import Deadline, allot_task_deadline
-from .candidates import valid_candidates
+from .candidates import Candidate, valid_candidates
 from .config import RunConfig
 from .journal import Journal
 from .tasks import Task
@@ -53,7 +53,7 @@ def resolve_solver(name: str):
 
 
 def make_engine(config: RunConfig, device: str):
-    """The engine named in config, loaded once per worker (None when the solver needs no model)."""
+    """The engine named in config, loaded once per worker (None when the solvers need no model)."""
     if config.engine.kind == "none":
         return None
     from .llm import make_engine as make_llm_engine
@@ -62,9 +62,10 @@ def make_engine(config: RunConfig, device: str):
 
     options = {"device": device, "seed": config.seed, **config.engine.options}
     # What the solver will train with, for the memory plan (its own option names, its own defaults).
-    solver_options = {**TRAIN_DEFAULTS, **config.solver.options}
-    return make_llm_engine(config.engine.kind, config.engine.model, train_seq_len=int(solver_options["max_seq_len"]),
-                           lora_rank=int(solver_options["lora_rank"]), **options)
+    per_solver = [{**TRAIN_DEFAULTS, **spec.options} for spec in config.solver_chain()]
+    return make_llm_engine(config.engine.kind, config.engine.model,
+                           train_seq_len=max(int(o["max_seq_len"]) for o in per_solver),
+                           lora_rank=max(int(o["lora_rank"]) for o in per_solver), **options)
 
 
 def die_with_supervisor(poll_s: float = 0.5) -> None:
@@ -96,9 +97,58 @@ def journal_per_test(journal: Journal, task_id: str, per_test, snapshot: str) ->
         journal.candidates(task_id, test_index, valid_candidates(candidates, dropped), snapshot=snapshot)
 
 
+def solve_task(task: Task, attempt: int, task_deadline: Deadline, chain, engine, journal: Journal, conn,
+               already_done=(), skip_after_verified: bool = True) -> None:
+    """Run the task through each solver of the chain in turn, each with its share of the time left, journaling
+    as they go: `solver-start` / `solver-done` (or `solver-error`, `solver-skipped`) per solver, then `done`, or
+    `error` when every solver that ran raised. Solvers in already_done (finished by an earlier run) are skipped."""
+    started = time.time()
+    ran, failed, verified = [], [], False
+    for i, (spec, solver) in enumerate(chain):
+        if spec.name in already_done:
+            continue
+        if verified and skip_after_verified:
+            journal.write("solver-skipped", task.id, solver=spec.name, reason="an earlier solver verified an answer")
+            continue
+        rest = [s for s, _ in chain[i:] if s.name not in already_done]
+        share = spec.share if spec.share is not None else 1.0 / len(rest)
+        sub_deadline = task_deadline if len(rest) == 1 else Deadline(
+            min(time.time() + task_deadline.remaining() * share, task_deadline.at))
+        # Each journaling of this attempt replaces the last (a snapshot): the final answer supersedes the running
+        # ones, and a task killed mid-way keeps its latest.
+        snapshot = f"{spec.name}#{attempt}"
+
+        def emit(per_test, snapshot=snapshot) -> None:
+            journal_per_test(journal, task.id, per_test, snapshot)
+            conn.send(("emitted", task.id, None))  # the supervisor re-assembles submission.json soon
+
+        extra = {"emit": emit} if accepts_emit(solver) else {}
+        t0 = time.time()
+        journal.write("solver-start", task.id, solver=spec.name, allotted_s=round(sub_deadline.remaining(), 2))
+        try:
+            per_test = solver(task, sub_deadline, engine, **extra, **spec.options)
+            journal_per_test(journal, task.id, per_test, snapshot)
+            journal.write("solver-done", task.id, solver=spec.name, seconds=round(time.time() - t0, 3),
+                          candidates=sum(len(c) for c in per_test))
+            ran.append(spec.name)
+            verified = getattr(solver, "verifies", False) and any(
+                c.support == 1.0 for cands in per_test for c in cands if isinstance(c, Candidate))
+        except Exception as e:  # one solver's failure never takes the task or the worker down
+            failed.append(f"{spec.name}: {type(e).__name__}: {e}")
+            journal.write("solver-error", task.id, solver=spec.name, seconds=round(time.time() - t0, 3),
+                          error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+            log.warning("task %s solver %s raised %s: %s", task.id, spec.name, type(e).__name__, e)
+    if failed and not ran:
+        journal.write("error", task.id, seconds=round(time.time() - started, 3), error="; ".join(failed))
+    else:
+        journal.write("done", task.id, seconds=round(time.time() - started, 3), solvers=ran + list(already_done))
+
+
 def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[str, Task], journal_dir: str,
-                conn, run_deadline_at: float, n_workers: int) -> None:
-    """Body of one worker process (spawned: nothing is inherited but these arguments)."""
+                conn, run_deadline_at: float, n_workers: int, finished: dict | None = None) -> None:
+    """Body of one worker process (spawned: nothing is inherited but these arguments). finished: per task, the
+    solvers an earlier run in this folder already ran to the end (a resume skips them)."""
+    finished = finished or {}
     if gpu is not None:
         # Before anything imports torch: this process sees exactly one GPU, as device 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -113,7 +163,7 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
     t0 = time.time()
     try:
         engine = make_engine(config, "cuda" if gpu is not None else "cpu")
-        solver = resolve_solver(config.solver.name)
+        chain = [(spec, resolve_solver(spec.name)) for spec in config.solver_chain()]
     except Exception as e:  # journaled so the report says why; the supervisor restarts us a bounded number of times
         journal.write("load-failed", "-", traceback=traceback.format_exc(limit=8),
                       error=f"loading the {config.engine.kind} engine for {config.engine.model}: {type(e).__name__}: {e}")
@@ -123,7 +173,6 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
 
     journal.write("ready", "-", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
     conn.send(("ready", None, None))
-    takes_emit = accepts_emit(solver)
     while True:
         item = conn.recv()  # the supervisor's answer: (task id, attempt, tasks not yet started) or None
         if item is None or run_deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
@@ -134,23 +183,8 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
         conn.send(("start", task_id, task_deadline.at))
         journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2),
                       pid=os.getpid())
-        started = time.time()
-        # Each journaling of this attempt replaces the last (a snapshot): the final answer supersedes the running
-        # ones, and a task killed mid-way keeps its latest.
-        snapshot = f"{config.solver.name}#{attempt}"
-        def emit(per_test, task_id=task_id, snapshot=snapshot) -> None:
-            journal_per_test(journal, task_id, per_test, snapshot)
-            conn.send(("emitted", task_id, None))  # the supervisor re-assembles submission.json soon
-
-        extra = {"emit": emit} if takes_emit else {}
-        try:
-            per_test = solver(tasks[task_id], task_deadline, engine, **extra, **config.solver.options)
-            journal_per_test(journal, task_id, per_test, snapshot)
-            journal.write("done", task_id, seconds=round(time.time() - started, 3))
-        except Exception as e:  # one task's failure never takes the worker down
-            journal.write("error", task_id, seconds=round(time.time() - started, 3), error=f"{type(e).__name__}: {e}",
-                          traceback=traceback.format_exc(limit=8))
-            log.warning("task %s raised %s: %s", task_id, type(e).__name__, e)
+        solve_task(tasks[task_id], attempt, task_deadline, chain, engine, journal, conn, finished.get(task_id, ()),
+                   config.skip_after_verified)
         for n in drain_notes():
             journal.write("note", n["task_id"], kind=n["kind"], text=n["text"])
         conn.send(("end", task_id, None))  # and: the next one, please
@@ -196,8 +230,9 @@ def kill_tree(process: mp.Process) -> None:
 
 class WorkerPool:
     def __init__(self, config: RunConfig, tasks: dict[str, Task], order: list[str], gpus: list[str | None],
-                 journal_dir: str, run_deadline: Deadline, monitor=None):
+                 journal_dir: str, run_deadline: Deadline, monitor=None, finished: dict | None = None):
         self.config, self.tasks, self.journal_dir, self.deadline = config, tasks, journal_dir, run_deadline
+        self.finished = {tid: sorted(names) for tid, names in (finished or {}).items() if tid in set(order)}
         self.ctx = mp.get_context("spawn")  # CUDA cannot survive a fork; spawn gives each worker a clean start
         self.slots = [WorkerSlot(i, gpu) for i, gpu in enumerate(gpus)]
         self.monitor = monitor
@@ -215,7 +250,7 @@ class WorkerPool:
         slot.process = self.ctx.Process(
             target=worker_main, name=f"arc-worker-{slot.worker_id}", daemon=False,
             args=(slot.worker_id, slot.gpu, self.config, self.tasks, self.journal_dir, theirs, self.deadline.at,
-                  len(self.slots)))
+                  len(self.slots), self.finished))
         slot.process.start()
         theirs.close()
         slot.status, slot.waiting, slot.offered = ours, False, None

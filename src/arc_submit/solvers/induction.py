@@ -109,6 +109,9 @@ def solve(task: Task, deadline, engine, emit=None, **options) -> list[list[Candi
     return run(task, deadline, engine, emit=emit, **options).candidates
 
 
+solve.verifies = True  # support 1.0 means a program reproduced every train pair: later solvers may be skipped
+
+
 # --- execution ---------------------------------------------------------------------------------------------
 
 _executor: tuple[ExecutionSettings, Executor] | None = None

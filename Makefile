@@ -67,7 +67,7 @@ kernel: install
 # against what the image has (IMAGE_CONSTRAINTS, a `pip freeze` of a Kaggle notebook), downloading only the rest.
 wheels: install
 	$(BIN)/arc-submit wheels --requirements kaggle/wheels-requirements.txt --constraints $(IMAGE_CONSTRAINTS) \
-		--python $(KAGGLE_PYTHON) --out $(KAGGLE_WHEELS_DIR)
+		--python $(KAGGLE_PYTHON) --resolver-python $(KAGGLE_PYTHON_BIN) --out $(KAGGLE_WHEELS_DIR)
 	sed 's/arc-submit-source/arc-submit-wheels/; s/arc_submit source/arc_submit offline wheels/' \
 		dataset-metadata.json > $(KAGGLE_WHEELS_DIR)/dataset-metadata.json
 	@echo "upload with: kaggle datasets version -p $(KAGGLE_WHEELS_DIR) --dir-mode zip"

@@ -218,6 +218,7 @@ def add_wheels(sub):
                    help="`pip freeze` of a Kaggle notebook: what the image has and must keep")
     p.add_argument("--python", default="3.12", help="Kaggle's Python version")
     p.add_argument("--out", default="build/kaggle-wheels", help="the wheelhouse folder (uploaded as a dataset)")
+    p.add_argument("--resolver-python", help="a Python of Kaggle's version to resolve with (default: python3.12)")
 
 
 def cmd_wheels(args) -> int:
@@ -225,7 +226,8 @@ def cmd_wheels(args) -> int:
 
     from .wheelhouse import build
 
-    summary = build(Path(args.requirements), Path(args.constraints), Path(args.out), args.python)
+    summary = build(Path(args.requirements), Path(args.constraints), Path(args.out), args.python,
+                    args.resolver_python)
     for note in summary["notes"]:
         print(note)
     for carried in summary["carried"]:

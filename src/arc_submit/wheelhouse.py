@@ -160,7 +160,27 @@ def pip_target_args(python_version: str) -> list[str]:
             *[a for p in PLATFORMS for a in ("--platform", p)]]
 
 
-def resolve(pins: dict[str, str], constraints: Path, python_version: str, carried: set[str]) -> list[tuple]:
+def resolver_python(python_version: str, given: str | None = None) -> str:
+    """The interpreter pip resolves with. pip evaluates environment markers (`six; python_version > "3.11"`)
+    against the Python it runs on, whatever --python-version says, so it must be Kaggle's Python version."""
+    import shutil
+
+    candidates = [given] if given else [f"python{python_version}", sys.executable]
+    for exe in candidates:
+        path = shutil.which(exe) if exe else None
+        if path is None:
+            continue
+        version = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                 capture_output=True, text=True).stdout.strip()
+        if version == python_version:
+            return path
+    raise RuntimeError(f"no Python {python_version} to resolve with (tried {', '.join(filter(None, candidates))}); "
+                       f"pip evaluates dependency markers with the Python it runs on. Install Python "
+                       f"{python_version} or pass --resolver-python")
+
+
+def resolve(pins: dict[str, str], constraints: Path, python_version: str, carried: set[str],
+            python: str = sys.executable) -> list[tuple]:
     """(name, version, requirements) of every package the pins need, resolved for Kaggle's Python and platform,
     with the image's versions held by the constraints (except the packages carried on purpose)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +189,7 @@ def resolve(pins: dict[str, str], constraints: Path, python_version: str, carrie
         held = Path(tmp) / "constraints.txt"
         held.write_text("\n".join(kept) + "\n")
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+        cmd = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
                str(report), "--target", str(Path(tmp) / "t"), *pip_target_args(python_version), "-c", str(held),
                *[f"{n}=={v}" for n, v in pins.items()]]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -196,14 +216,15 @@ def brought_by(roots: set[str], needed: list[tuple]) -> set[str]:
     return seen
 
 
-def build(requirements_file: Path, constraints: Path, out_dir: Path, python_version: str = "3.12") -> dict:
+def build(requirements_file: Path, constraints: Path, out_dir: Path, python_version: str = "3.12",
+          python: str | None = None) -> dict:
     """Download the wheelhouse; returns a summary (pins, carried, downloaded, left to the image, size)."""
     image = read_constraints(constraints)
     requirements = [line.split("#", 1)[0].strip() for line in requirements_file.read_text().splitlines()]
     requirements = [r for r in requirements if r]
     p = plan(requirements, image)
     carried = {"torch", "torchvision", "torchaudio"} if p.carried else set()
-    needed = resolve(p.pins, constraints, python_version, carried)
+    needed = resolve(p.pins, constraints, python_version, carried, resolver_python(python_version, python))
     in_image = {n for n, v, _ in needed if image.get(n) == v and n not in carried}
     in_image |= brought_by(in_image, needed)  # what the image's packages need, the image has
     from_image = [(n, v) for n, v, _ in needed if n in in_image]

@@ -169,7 +169,7 @@ def test_resume_skips_settled_tasks(tmp_path):
 def test_four_workers_take_the_largest_tasks_first_and_all_work(tmp_path):
     """Skewed costs (real task sizes), 4 workers: each worker's tasks come largest first (tasks go out in that
     order, one at a time), every worker solves some, and every task is settled once. (Makespan against the ideal
-    is measured, not asserted, in benchmarks/queue_cpu.py: this machine's load would make a timing assertion
+    is measured, not asserted, in benchmarks/task_queue.py: this machine's load would make a timing assertion
     flaky.)"""
     n = 24
     result = run(make_config(tmp_path, solver="doubles.solvers:cost_sleeper", n_tasks=n, workers=4,

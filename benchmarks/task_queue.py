@@ -1,8 +1,8 @@
 """The shared task queue under load: makespan against the ideal, busy fraction per worker, a worker SIGKILLed
 mid-run and its task retried. Runs `pipeline.run` for real (spawned workers, journals, assembly).
 
-    python benchmarks/queue.py --workers 4 --kill-after 10                      # CPU: 4 workers, a sleeping solver
-    python benchmarks/queue.py --workers 2 --engine hf --model tiny --solver transduction --tasks 20   # one GPU
+    python benchmarks/task_queue.py --workers 4 --kill-after 10                      # CPU: 4 workers, a sleeping solver
+    python benchmarks/task_queue.py --workers 2 --engine hf --model tiny --solver transduction --tasks 20   # one GPU
 
 The CPU default is the named TEST DOUBLE `doubles.solvers:cost_sleeper` (sleeps in proportion to the real task's
 size) on the 120 ARC-AGI-2 evaluation tasks: the queue's behaviour without a model's noise. Prints a table; with

@@ -100,3 +100,39 @@ def test_chat_template_used_when_the_tokenizer_has_one():
     tok.chat_template = None
     assert prompts.apply_chat("hello", tok) == "hello"
     assert prompts.apply_chat("hello", None) == "hello"
+
+
+def test_a_custom_prompt_format_round_trips_through_the_tiny_model(arc1_train):
+    """A competitor's layout (no instruction, 'I'/'O' markers, numbered rows, no chat template): the solver
+    encodes the task with it, the tiny model trained on it writes its answer in it, and the parser reads the
+    grid back."""
+    import numpy as np
+
+    from arc_submit.budget import Deadline
+    from arc_submit.llm import make_engine
+    from arc_submit.solvers import transduction
+    from arc_submit.tasks import Example, Task
+
+    grid = arc1_train["6150a2bd"].train[0].input
+    swapped = np.where(grid == grid.min(), grid.max(), np.where(grid == grid.max(), grid.min(), grid))
+    task = Task("custom-format", tuple(Example(grid, swapped) for _ in range(3)), (Example(grid, swapped),))
+    custom = {"preset": "compact", "grid": "row_numbers", "chat": False, "example": "I {n}\n{input}\nO {n}\n{output}"}
+    fmt = prompts.prompt_format(custom)
+    engine = make_engine("hf", "tiny", max_batch_sequences=32)
+    try:
+        text = prompts.transduction_prompt(task.train[:2], grid, fmt, engine.tokenizer)
+        assert text.startswith("I 1\n1 ") and "<|im_start|>" not in text  # the layout, rows numbered, no chat
+        full = engine.count_tokens(prompts.transduction_prompt(task.train, grid, fmt, engine.tokenizer))
+        result = transduction.run(task, Deadline.in_seconds(600), engine, n_augmentations=1, ttt_augmentations=1,
+                                  ttt_epochs=100, ttt_steps=100, learning_rate=3e-3, lr_schedule="constant",
+                                  lora_rank=8, lora_alpha=16, gradient_checkpointing=False,
+                                  max_prompt_tokens=full - 1, prompt_format=custom)
+        assert np.array_equal(result.candidates[0][0].grid, swapped)  # written as numbered rows, parsed back
+    finally:
+        engine.close()
+    with pytest.raises(ValueError, match="unknown field"):
+        prompts.prompt_format({"exampel": "x"})
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        prompts.prompt_format({"test": "{question}"})
+    with pytest.raises(ValueError, match="transduction solver: prompt_format 'qwen'"):
+        transduction.solve(task, Deadline.in_seconds(5), engine, prompt_format="qwen")

@@ -72,3 +72,17 @@ def test_candidate_json_round_trip():
     back = Candidate.from_json(c.to_json())
     assert np.array_equal(back.grid, D) and (back.solver, back.score, back.count, back.detail) == (
         "induction", 0.75, 4, "prog-17")
+
+
+def test_report_shows_each_solvers_attempt_precision(arc2_sample):
+    from arc_submit.report import attempt_precision
+    from arc_submit.select import Choice
+
+    tid, task = next(iter(arc2_sample.items()))
+    truth = task.test[0].output
+    wrong = np.zeros((1, 1), dtype=np.int8) if truth.shape != (1, 1) else np.ones((1, 1), dtype=np.int8)
+    choices = {tid: [[Choice(wrong, 1, ("transduction",), 0.0), Choice(truth, 2, ("icecuber", "induction"), 0.0)]]}
+    lines = attempt_precision({tid: task}, choices)
+    assert lines == ["icecuber: attempt_1 0/0 right, attempt_2 1/1 right",
+                     "induction: attempt_1 0/0 right, attempt_2 1/1 right",
+                     "transduction: attempt_1 0/1 right, attempt_2 0/0 right"]

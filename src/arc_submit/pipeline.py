@@ -274,7 +274,8 @@ def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, ou
 
     try:
         rows = report.task_rows(tasks, final.records, final.choices, result.score)
-        report.write_table(rows, out_dir, result.summary().splitlines())
+        precision = report.attempt_precision(tasks, final.choices) if result.score else []
+        report.write_table(rows, out_dir, result.summary().splitlines() + [f"precision {p}" for p in precision])
         report.timeline_png(events, out_dir / "timeline.png")
         report.memory_png(monitor.samples, out_dir / "memory.png")
         # A few tasks to look at: solved ones first when scores are known, else the first ones.

@@ -63,6 +63,25 @@ def task_rows(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord],
     return rows
 
 
+def attempt_precision(tasks: Mapping[str, Task], choices: Mapping[str, Sequence[Sequence[Choice]]]) -> list[str]:
+    """Per solver, when the answers are known: how often its grid in attempt_1 / attempt_2 was right
+    ("icecuber: attempt_1 12/40 right, attempt_2 3/25 right"). A grid several solvers proposed counts for each."""
+    tally: dict[str, list[int]] = {}
+    for tid, task in tasks.items():
+        for t, picked in enumerate(choices.get(tid, [])):
+            truth = task.test[t].output if t < len(task.test) else None
+            if truth is None:
+                continue
+            for slot, choice in enumerate(picked[:2]):
+                right = np.array_equal(np.asarray(choice.grid), truth)
+                for solver in choice.solvers:
+                    counts = tally.setdefault(solver, [0, 0, 0, 0])
+                    counts[2 * slot] += right
+                    counts[2 * slot + 1] += 1
+    return [f"{solver}: attempt_1 {c[0]}/{c[1]} right, attempt_2 {c[2]}/{c[3]} right"
+            for solver, c in sorted(tally.items())]
+
+
 def per_solver_cell(rec: TaskRecord | None) -> str:
     """'induction 12.3s 4 cands, transduction 20.1s 8 cands' from the solver events; notes (OOM) appended."""
     if rec is None:

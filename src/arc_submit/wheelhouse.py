@@ -202,9 +202,13 @@ def resolve(pins: dict[str, str], constraints: Path, python_version: str, carrie
 
 
 def brought_by(roots: set[str], needed: list[tuple]) -> set[str]:
-    """The packages of `needed` that `roots` require, transitively (unconditional requirements only): what an
-    image holding the roots holds too (torch's CUDA libraries and triton, for torch)."""
-    requires = {name: [canonicalize_name(r.name) for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+    """The packages of `needed` that `roots` pin exactly (`==`), transitively: what an image holding the roots
+    must hold too, at that version (torch's CUDA libraries and triton, for torch). A loose requirement (numpy
+    for torchvision) says nothing of the image's version, so such packages are carried unless the constraints
+    pin them."""
+    requires = {name: [canonicalize_name(r.name) for r in reqs
+                       if (r.marker is None or r.marker.evaluate({"extra": ""}))
+                       and any(spec.operator == "==" for spec in r.specifier)]
                 for name, _, reqs in needed}
     seen, stack = set(), list(roots)
     while stack:

@@ -40,6 +40,13 @@ def resolve_options(solver: str, defaults: dict, options: dict) -> dict:
     for name, allowed in OPTION_CHOICES.items():
         if name in merged and merged[name] not in allowed:
             raise ValueError(f"{solver} solver: option {name}={merged[name]!r}; use one of {', '.join(allowed)}")
+    if "prompt_format" in merged:  # a bad template fails here, before any model work, naming the field
+        from ..llm.prompts import prompt_format
+
+        try:
+            prompt_format(merged["prompt_format"], merged.get("grid_format"))
+        except (ValueError, ImportError, AttributeError) as e:
+            raise ValueError(f"{solver} solver: {e}") from None
     for name in ("temperature", "train_fraction"):
         if name in merged and not 0 <= float(merged[name]) <= (1 if name == "train_fraction" else 10):
             raise ValueError(f"{solver} solver: option {name}={merged[name]!r} is out of range")

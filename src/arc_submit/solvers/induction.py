@@ -57,7 +57,8 @@ DEFAULTS = dict(
     train_steps=None,
     train_fraction=0.3,  # share of an epoch's time its learning step may use
     max_prompt_tokens=None,  # None: the engine's context less max_tokens
-    grid_format="plain",
+    prompt_format="arc-submit",  # a preset of llm/prompts.py, a dict of PromptFormat fields, or module:attribute
+    grid_format=None,  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
     max_sequences_per_call=512,
     seed=0,
     entry="transform",  # the function programs define ("main" for BARC)
@@ -232,7 +233,7 @@ class Relabelled:
     rank: tuple  # smaller is better: (-exact matches, -pixel accuracy, code length)
 
 
-def relabel(task: Task, programs: list[Program], engine, fmt: str = "plain", limit: int | None = None,
+def relabel(task: Task, programs: list[Program], engine, fmt="plain", limit: int | None = None,
             cap: int | None = None, skip_identity: bool = True, seen: set | None = None) -> list[Relabelled]:
     """Hindsight relabelling: a (prompt, completion) pair for each program that ran on every train input.
 
@@ -269,7 +270,7 @@ def relabel(task: Task, programs: list[Program], engine, fmt: str = "plain", lim
 
 # --- sampling ----------------------------------------------------------------------------------------------
 
-def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit: int | None):
+def view_prompts(task: Task, views: list[Augmentation], engine, fmt, limit: int | None):
     """(view, prompt) for the views whose prompt fits `limit` (examples dropped largest first if needed)."""
     out = []
     for view in views:
@@ -293,7 +294,8 @@ def split_evenly(total: int, parts: int) -> list[int]:
 def run(task: Task, deadline, engine, emit=None, **options) -> InductionResult:
     opts = resolve_options(SOLVER, DEFAULTS, options)
     clock = PhaseClock(SOLVER, task.id)
-    fmt, n_train, epochs = opts["grid_format"], len(task.train), int(opts["epochs"])
+    fmt = prompts.prompt_format(opts["prompt_format"], opts["grid_format"])
+    n_train, epochs = len(task.train), int(opts["epochs"])
     result = InductionResult([[] for _ in task.test], clock.seconds)
     adapter_name = f"{SOLVER}-{task.id}"
     context = engine_context_tokens(engine)

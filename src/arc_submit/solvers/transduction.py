@@ -48,7 +48,8 @@ DEFAULTS = dict(
     ttt_steps=None,  # optimizer steps at most; None: the epochs decide
     train_fraction=0.5,  # share of the task's time training may use (sampling needs the rest)
     max_prompt_tokens=None,  # None: the engine's context less the answer
-    grid_format="plain",
+    prompt_format="arc-submit",  # a preset of llm/prompts.py, a dict of PromptFormat fields, or module:attribute
+    grid_format=None,  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
     max_sequences_per_call=512,
     # Re-ranking: "votes" keeps the vote order; "augmented" scores each distinct grid with the task's adapter under
     # the sampled views (NVARC, 2025: views that produced it + mean augmented log-probability).
@@ -78,7 +79,7 @@ def solve(task: Task, deadline, engine, emit=None, **options) -> list[list[Candi
     return run(task, deadline, engine, emit=emit, **options).candidates
 
 
-def answer_token_budget(task: Task, engine, fmt: str) -> int:
+def answer_token_budget(task: Task, engine, fmt) -> int:
     """Tokens an answer may take: the largest output the task suggests (train outputs, and test inputs scaled as
     the train examples scale), written out, plus a little; never less than one row, never beyond 30 × 30."""
     row_ratio = max(ex.output.shape[0] / ex.input.shape[0] for ex in task.train)
@@ -89,7 +90,7 @@ def answer_token_budget(task: Task, engine, fmt: str) -> int:
     return engine.count_tokens(prompts.transduction_answer(np.zeros((rows, cols), np.int8), fmt)) + 4
 
 
-def fitted_prompt(examples, test_input, engine, fmt: str, limit: int | None, dropped: dict[str, int],
+def fitted_prompt(examples, test_input, engine, fmt, limit: int | None, dropped: dict[str, int],
                   examples_key: str, prompt_key: str) -> str | None:
     """The transduction prompt for test_input, its largest examples dropped until it fits `limit` tokens;
     None when even one example does not fit. Drops are counted in `dropped` under the two keys."""
@@ -105,7 +106,7 @@ def fitted_prompt(examples, test_input, engine, fmt: str, limit: int | None, dro
     return render(kept)
 
 
-def training_pairs(task: Task, augmentations: list[Augmentation], engine, fmt: str, limit: int | None,
+def training_pairs(task: Task, augmentations: list[Augmentation], engine, fmt, limit: int | None,
                    dropped: dict[str, int]) -> list[tuple[str, str]]:
     """Leave-one-out (prompt, answer) pairs of every augmentation, each fitted into `limit` tokens."""
     pairs = []
@@ -121,7 +122,7 @@ def training_pairs(task: Task, augmentations: list[Augmentation], engine, fmt: s
     return pairs
 
 
-def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit: int | None,
+def view_prompts(task: Task, views: list[Augmentation], engine, fmt, limit: int | None,
                  dropped: dict[str, int]) -> list[tuple[int, Augmentation, str]]:
     """(test index, view, prompt), view-major: if time runs out, every test input has had its first views."""
     out = []
@@ -135,7 +136,7 @@ def view_prompts(task: Task, views: list[Augmentation], engine, fmt: str, limit:
 
 
 def augmented_logprobs(engine, items: list[tuple[int, Augmentation, str]], test_index: int, grids: list,
-                       adapter, fmt: str) -> list[float]:
+                       adapter, fmt) -> list[float]:
     """Per grid: the mean over the test input's views of log p(the grid, as that view shows it | the view's prompt),
     with the task's adapter; all grids × views go to the engine in one batch (their prompts repeat: prefix reuse)."""
     views = [(aug, prompt) for t, aug, prompt in items if t == test_index]
@@ -146,7 +147,7 @@ def augmented_logprobs(engine, items: list[tuple[int, Augmentation, str]], test_
     return [float(np.mean(sums[i * len(views):(i + 1) * len(views)])) for i in range(len(grids))]
 
 
-def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapter, fmt: str,
+def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapter, fmt,
             limit: int) -> list[list[Candidate]]:
     """The "augmented" scorer: each test input's best-voted `limit` grids ranked by votes + mean augmented
     log-probability (the rest keep their vote order after them)."""
@@ -161,7 +162,7 @@ def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapte
     return out
 
 
-def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fmt: str) -> tuple[list[list[Candidate]], int]:
+def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fmt) -> tuple[list[list[Candidate]], int]:
     """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability."""
     pools: list[dict[tuple, dict]] = [{} for _ in task.test]
     samples = [0] * len(task.test)  # drawn per test input, parsed or not: the denominator of a grid's support
@@ -197,7 +198,7 @@ def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fm
 def run(task: Task, deadline, engine, emit=None, **options) -> TransductionResult:
     opts = resolve_options(SOLVER, DEFAULTS, options)
     clock = PhaseClock(SOLVER, task.id)
-    fmt = opts["grid_format"]
+    fmt = prompts.prompt_format(opts["prompt_format"], opts["grid_format"])
     dropped: dict[str, int] = {}
     result = TransductionResult([[] for _ in task.test], clock.seconds, dropped=dropped)
     adapter_name = f"{SOLVER}-{task.id}"

@@ -176,3 +176,25 @@ def test_unknown_kind_or_option_is_a_clear_error():
         make_engine("onnx", "tiny")
     with pytest.raises(ValueError, match="unknown engine option"):
         make_engine("hf", "tiny", gpu_memory_utilisation=0.5)
+
+
+def test_scoring_batches_stay_under_the_logit_budget(engine, task, monkeypatch):
+    """Many pairs of mixed lengths: the same sums whatever the batching, and no batch over LOGIT_BUDGET logits."""
+    from arc_submit.llm import hf_engine, training
+
+    prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
+    pairs = [(prompt[: 300 + 40 * i], prompts.transduction_answer(task.test[0].input[: 1 + i % 3])) for i in range(12)]
+    unbounded = engine.score(pairs)
+    seen = []
+    real = training.completion_logprobs
+
+    def spy(model, batch, pad_id, device):
+        span = max(len(b.input_ids) for b in batch) - min(b.n_prompt for b in batch) + 1
+        seen.append((len(batch), len(batch) * span * engine.model.config.vocab_size))
+        return real(model, batch, pad_id, device)
+
+    monkeypatch.setattr(hf_engine, "completion_logprobs", spy)
+    monkeypatch.setattr(hf_engine, "LOGIT_BUDGET", 3 * 60 * engine.model.config.vocab_size)
+    bounded = engine.score(pairs)
+    assert bounded == pytest.approx(unbounded, abs=1e-3)
+    assert len(seen) > 1 and all(n <= hf_engine.LOGIT_BUDGET for size, n in seen if size > 1)  # alone if larger

@@ -314,16 +314,21 @@ class Executor:
             self.restarts += 1
 
         while pending or any(z.outstanding for z in self._zygotes):
-            for z in self._zygotes:
+            for slot, z in enumerate(self._zygotes):
                 while z.ready and pending and len(z.outstanding) < self.settings.queue_depth:
                     job = pending.popleft()
                     code, set_id = jobs[job]
-                    if set_id not in z.input_sets:
-                        z.conn.send(("inputs", set_id, input_sets[set_id]))
-                        z.input_sets.add(set_id)
-                    if not z.outstanding:
-                        z.last_progress = time.monotonic()
-                    z.conn.send(("run", job, code, set_id))
+                    try:
+                        if set_id not in z.input_sets:
+                            z.conn.send(("inputs", set_id, input_sets[set_id]))
+                            z.input_sets.add(set_id)
+                        if not z.outstanding:
+                            z.last_progress = time.monotonic()
+                        z.conn.send(("run", job, code, set_id))
+                    except OSError:  # it died (its last program killed it) before we read its EOF
+                        pending.appendleft(job)  # never started: it runs elsewhere
+                        replace_zygote(slot, CRASHED, "the program killed its worker process")
+                        break
                     z.outstanding.append(job)
             now = time.monotonic()
             wait_s = max(0.0, -max(z.overdue(now, timeout_s) for z in self._zygotes))
@@ -361,7 +366,10 @@ class Executor:
                     replace_zygote(slot, TIMEOUT, f"no answer within {timeout_s:g} s (worker stuck or stopped)")
         for z in self._zygotes:  # input sets are per call; free them in the zygotes
             for set_id in z.input_sets:
-                z.conn.send(("forget", set_id))
+                try:
+                    z.conn.send(("forget", set_id))
+                except OSError:  # a zygote that died after its last result: replaced on the next call
+                    break
             z.input_sets.clear()
         return results
 

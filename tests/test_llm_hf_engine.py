@@ -198,3 +198,22 @@ def test_scoring_batches_stay_under_the_logit_budget(engine, task, monkeypatch):
     bounded = engine.score(pairs)
     assert bounded == pytest.approx(unbounded, abs=1e-3)
     assert len(seen) > 1 and all(n <= hf_engine.LOGIT_BUDGET for size, n in seen if size > 1)  # alone if larger
+
+
+def test_a_task_adapter_can_start_from_a_saved_lora(engine, task, tmp_path):
+    """base_adapter: the task's LoRA starts as the saved one (same scores before any step), then trains on."""
+    pairs = pairs_of(task, engine)
+    trained = engine.train_adapter("pretrained", pairs, TrainSettings(max_steps=3, epochs=5, learning_rate=3e-3,
+                                                                      **FAST_LORA))
+    saved = engine.save_adapter(trained, tmp_path)
+    probe = pairs[:2]
+    expected = engine.score(probe, trained)
+    engine.unload_adapter("pretrained")  # its folder stays: what a competitor attaches as a Kaggle input
+    started = engine.train_adapter("from-base", pairs, TrainSettings(max_steps=0, base_adapter=str(saved.path),
+                                                                     **FAST_LORA))
+    assert started.steps == 0
+    assert engine.score(probe, started) == pytest.approx(expected, abs=1e-4)  # the saved LoRA, loaded
+    assert engine.score(probe) != pytest.approx(expected, abs=1e-4)  # not the base model
+    engine.delete_adapter(started)
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        engine.train_adapter("nowhere", pairs, TrainSettings(max_steps=1, base_adapter=str(tmp_path), **FAST_LORA))

@@ -189,10 +189,11 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
     params.update(time_limit_s=limit_s, safety_margin_s=safety_margin_s(limit_s, safety_margin_minutes))
     config = load_config(config_yaml, **params)
     if prompt_preset:  # every LLM solver of the chain speaks the model's prompt format
-        for spec in config.solver_chain():
+        chain = config.solver_chain()
+        for spec in chain:
             spec.options.setdefault("prompt_format", prompt_preset)
         if config.solvers:
-            config.solvers = [dataclasses.asdict(s) for s in config.solver_chain()]
+            config.solvers = [dataclasses.asdict(s) for s in chain]
         config.validate()
     log.info("%s run: %s, %s tasks, limit %.0f s (margin %.0f s), out %s", "dry" if dry_run else "FULL",
              config.challenges, config.n_tasks or "all", config.time_limit_s, config.safety_margin_s, config.out_dir)

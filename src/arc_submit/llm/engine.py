@@ -89,6 +89,9 @@ class TrainSettings:
     max_seq_len: int = 8192  # longer examples are dropped (logged), never silently truncated
     gradient_checkpointing: bool = True
     seed: int = 0
+    # A LoRA to start from (a peft folder: adapter_config.json + weights), e.g. one fine-tuned on ARC before the
+    # competition; its rank, alpha and target modules replace the fields above. None: a fresh LoRA per task.
+    base_adapter: str | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("linear", "constant"):

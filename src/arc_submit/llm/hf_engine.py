@@ -217,12 +217,32 @@ class HFEngine:
         config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                             target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
         torch.manual_seed(settings.seed)  # LoRA A's init, and dropout, repeat for the same seed
-        if self.peft_model is None:
+        if settings.base_adapter:
+            self._load_base_adapter(name, settings.base_adapter)
+        elif self.peft_model is None:
             self.peft_model = get_peft_model(self.model, config, adapter_name=name)
         else:
             self.peft_model.add_adapter(name, config)
             self.peft_model.set_adapter(name)  # makes only this adapter's weights trainable
         set_checkpointing(self.peft_model.base_model.model, settings.gradient_checkpointing)
+
+    def _load_base_adapter(self, name: str, path: str) -> None:
+        """The task's adapter starts as a copy of a saved LoRA (trainable), not from a fresh initialisation."""
+        from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"base_adapter {path}: no adapter_config.json; give a folder written by peft's "
+                                    f"save_pretrained (attach it as a Kaggle input)")
+        config = PeftConfig.from_pretrained(path)
+        config.inference_mode = False
+        # Made like a fresh adapter (works whatever adapters came and went before), then its weights loaded.
+        if self.peft_model is None:
+            self.peft_model = get_peft_model(self.model, config, adapter_name=name)
+        else:
+            self.peft_model.add_adapter(name, config)
+            self.peft_model.set_adapter(name)
+        set_peft_model_state_dict(self.peft_model, load_peft_weights(path, device=str(self.device)), adapter_name=name)
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
                       deadline=None) -> Adapter:
@@ -243,7 +263,7 @@ class HFEngine:
         setup_s = time.time() - t0
         result = run_training(self.peft_model, fitting, settings, self.tokenizer.pad_token_id, self.device,
                               deadline, progress_name=name)
-        adapter = Adapter(name=name, path=None, rank=settings.lora_rank, steps=result.steps,
+        adapter = Adapter(name=name, path=None, rank=self.peft_model.peft_config[name].r, steps=result.steps,
                           examples_seen=result.examples_seen, losses=tuple(result.losses),
                           stopped_by_deadline=result.stopped_by_deadline, setup_s=setup_s, train_s=result.train_s,
                           dropped_examples=dropped)

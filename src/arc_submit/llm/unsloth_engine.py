@@ -75,6 +75,10 @@ class UnslothEngine(HFEngine):
     def _fresh_lora(self, name: str, settings: TrainSettings):
         import torch
 
+        if settings.base_adapter:
+            raise ValueError("the unsloth engine keeps one resident LoRA and cannot start it from base_adapter yet; "
+                             "use engine kind 'hf' or 'vllm' for base_adapter")
+
         shape = (settings.lora_rank, settings.lora_alpha, tuple(settings.target_modules))
         torch.manual_seed(settings.seed)
         if self.peft_model is None:

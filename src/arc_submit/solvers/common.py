@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 # TrainSettings fields a solver forwards as they are (epochs and max_steps get solver-specific names).
 TRAIN_FIELDS = ("learning_rate", "lr_schedule", "warmup_steps", "weight_decay", "max_grad_norm", "lora_rank",
                 "lora_alpha", "lora_dropout", "target_modules", "batch_size", "grad_accumulation", "max_seq_len",
-                "gradient_checkpointing")
+                "gradient_checkpointing", "base_adapter")
 TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainSettings) if f.name in TRAIN_FIELDS}
-OPTION_CHOICES = {"scorer": ("votes", "augmented")}
+OPTION_CHOICES = {"scorer": ("votes", "augmented", "product")}
 AUGMENTATION_DEFAULTS = dict(use_dihedral=True, permute_colours=True, keep_background=True, permute_order=True)
 
 

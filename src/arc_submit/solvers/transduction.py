@@ -52,7 +52,8 @@ DEFAULTS = dict(
     grid_format=None,  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
     max_sequences_per_call=512,
     # Re-ranking: "votes" keeps the vote order; "augmented" scores each distinct grid with the task's adapter under
-    # the sampled views (NVARC, 2025: views that produced it + mean augmented log-probability).
+    # the sampled views (NVARC, 2025: views that produced it + mean augmented log-probability); "product" ranks by
+    # the augmented probabilities alone (the ARChitects' product of experts).
     scorer="votes",
     max_scored_candidates=16,  # per test input, best-voted first
     seed=0,
@@ -148,16 +149,18 @@ def augmented_logprobs(engine, items: list[tuple[int, Augmentation, str]], test_
 
 
 def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapter, fmt,
-            limit: int) -> list[list[Candidate]]:
+            limit: int, product: bool = False) -> list[list[Candidate]]:
     """The "augmented" scorer: each test input's best-voted `limit` grids ranked by votes + mean augmented
-    log-probability (the rest keep their vote order after them)."""
+    log-probability ("product": by the augmented log-probability alone); the rest keep their vote order after."""
     out = []
     for t, cands in enumerate(candidates):
         head, tail = cands[:limit], cands[limit:]
         logps = augmented_logprobs(engine, items, t, [c.grid for c in head], adapter, fmt)
         rescored = [Candidate(c.grid, c.solver, lp, c.count, c.detail + f"; augmented log-prob {lp:.2f}", c.support)
                     for c, lp in zip(head, logps)]
-        rescored.sort(key=lambda c: -(c.count + c.score))
+        # augmented: NVARC's views + mean log-prob; product: the ARChitects' product of the views' probabilities
+        # (the same views for every grid, so the mean log-prob orders it), votes left out.
+        rescored.sort(key=(lambda c: -c.score) if product else (lambda c: -(c.count + c.score)))
         out.append(rescored + tail)
     return out
 
@@ -257,10 +260,10 @@ def run(task: Task, deadline, engine, emit=None, **options) -> TransductionResul
             result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
                 result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
-            if opts["scorer"] == "augmented" and any(result.candidates) and seconds_left(deadline) > 0:
+            if opts["scorer"] != "votes" and any(result.candidates) and seconds_left(deadline) > 0:
                 with clock.phase("scoring", lambda: f"{sum(min(len(c), opts['max_scored_candidates']) for c in result.candidates)} grids x views"):
                     result.candidates = rescore(engine, task, items, result.candidates, adapter, fmt,
-                                                int(opts["max_scored_candidates"]))
+                                                int(opts["max_scored_candidates"]), opts["scorer"] == "product")
                 if emit is not None:
                     emit(result.candidates)
             if emit is not None:

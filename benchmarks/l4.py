@@ -70,13 +70,14 @@ def phases_from_log(log_path: Path) -> dict[str, list[float]]:
     return out
 
 
-def run_shape(name: str, engine: str, n_tasks: int, minutes: float, out: Path) -> dict:
+def run_shape(name: str, engine: str, n_tasks: int, minutes: float, out: Path, options: dict) -> dict:
     from arc_submit.pipeline import run
 
     model = build_shaped_model(name, Path("/tmp/l4-models") / name)
     config = RunConfig(challenges="arc-agi-2/evaluation", n_tasks=n_tasks, out_dir=str(out / name), workers=1,
                        time_limit_s=minutes * 60 + 60, safety_margin_s=30, emulate_gpu_gib=22.3,
-                       monitor_interval_s=1.0, engine=EngineConfig(engine, str(model), {"max_model_len": 8192}),
+                       monitor_interval_s=1.0,
+                       engine=EngineConfig(engine, str(model), {"max_model_len": 8192, **options}),
                        solver=SolverConfig("transduction", dict(NVARC)), priority=["transduction"])
     t0 = time.time()
     result = run(config)
@@ -105,10 +106,12 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=10)
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--out", default="runs/l4")
+    p.add_argument("--engine-options", default="{}", help='more engine options as JSON, e.g. {"max_lora_rank": 32}')
     p.add_argument("--log", help="the file this run's stderr goes to (worker log lines), for the phase table")
     args = p.parse_args()
     out = Path(args.out)
-    rows = [run_shape(s, args.engine, args.tasks, args.minutes, out) for s in args.shapes]
+    rows = [run_shape(s, args.engine, args.tasks, args.minutes, out, json.loads(args.engine_options))
+            for s in args.shapes]
     (out / "l4.json").write_text(json.dumps(rows, indent=1))
     print("| shape | engine | settled | OOM notes | load s | peak worker GPU MiB | peak RSS GiB | wall s |")
     print("|---|---|---|---|---|---|---|---|")

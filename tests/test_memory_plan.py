@@ -26,17 +26,24 @@ def test_parameter_counts_match_the_published_sizes():
 
 def test_two_copies_of_8b_bf16_are_refused_with_the_numbers():
     with pytest.raises(MemoryPlanError) as e:
-        make_plan("vllm", shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, **NVARC)
+        make_plan("vllm", shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, share_weights=False, **NVARC)
     message = str(e.value)
     assert "weights 14.96 GiB x 2" in message and "21.3" in message
-    assert "engine kind 'unsloth' (one copy" in message and "load_in_4bit" in message
+    assert "share_weights: true" in message and "load_in_4bit" in message
 
 
-def test_two_copies_of_4b_do_not_fit_an_l4_but_one_copy_does():
+def test_one_shared_copy_of_8b_bf16_is_still_refused():
+    with pytest.raises(MemoryPlanError, match="weights 14.96 GiB x 1") as e:
+        make_plan("vllm", shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, **NVARC)
+    assert "share_weights" not in str(e.value) and "load_in_4bit" in str(e.value)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "unsloth"])
+def test_two_copies_of_4b_do_not_fit_an_l4_but_one_copy_does(engine):
     """What was seen on an H100 under emulation: the 4B training copy ran out of memory beside vLLM."""
     with pytest.raises(MemoryPlanError, match="KV cache would get"):
-        make_plan("vllm", shape("qwen3-4b"), L4_FREE, H100_TOTAL, **NVARC)
-    plan = make_plan("unsloth", shape("qwen3-4b"), L4_FREE, H100_TOTAL, **NVARC)
+        make_plan("vllm", shape("qwen3-4b"), L4_FREE, H100_TOTAL, share_weights=False, **NVARC)
+    plan = make_plan(engine, shape("qwen3-4b"), L4_FREE, H100_TOTAL, **NVARC)
     assert plan.copies == 1 and plan.kv_gib > 5
     assert plan.needed_gib <= 21.3 + 1e-9
 
@@ -66,4 +73,4 @@ def test_the_worker_refuses_before_loading_anything(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (L4_FREE, H100_TOTAL))
     with pytest.raises(MemoryPlanError, match="weights 14.96 GiB x 2"):
-        make_engine("vllm", str(tmp_path), device="cuda")
+        make_engine("vllm", str(tmp_path), device="cuda", share_weights=False)

@@ -65,7 +65,8 @@ def plan_gpu_memory(kind: str, settings: EngineSettings, train_seq_len: int, lor
     free, total = torch.cuda.mem_get_info()
     plan = make_plan(kind, ModelShape.from_folder(folder), free, total, max_model_len=settings.max_model_len,
                      train_seq_len=min(train_seq_len, settings.max_model_len), lora_rank=lora_rank,
-                     four_bit=settings.load_in_4bit, fast_inference=settings.fast_inference)
+                     four_bit=settings.load_in_4bit, fast_inference=settings.fast_inference,
+                     share_weights=settings.share_weights)
     logging.getLogger(__name__).info("memory plan: %s", plan.describe())
     return plan
 

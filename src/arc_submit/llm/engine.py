@@ -156,8 +156,11 @@ class EngineSettings:
     expandable_segments: bool = True
     load_in_4bit: bool = False  # unsloth: QLoRA on 4-bit base weights (8B models on 16 GB GPUs)
     fast_inference: bool = True  # unsloth: sample through its built-in vLLM when vllm is importable
-    adapter_dir: str | None = None  # where adapters are saved for vllm; None: a temp folder
-    train_model: str | None = None  # vllm: the HF copy to train on; None: same folder as model
+    adapter_dir: str | None = None  # where adapters are saved for vllm; None: a temp folder in RAM (/dev/shm)
+    # vllm: train on views of vLLM's own weights (one copy per GPU; engine core in this process). False: a second,
+    # transformers copy of the weights for training (train_model, or the same folder).
+    share_weights: bool = True
+    train_model: str | None = None  # vllm with share_weights false: the HF copy to train on; None: same as model
     vllm_options: dict = field(default_factory=dict)  # vllm: more LLM(...) arguments (quantization, load_format, ...)
     seed: int = 0
 

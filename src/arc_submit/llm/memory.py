@@ -10,8 +10,9 @@ training settings fit the memory this GPU has free, and how much of it may vLLM 
                      memory, so one config serves a real L4 and an emulated one (gpu_memory_utilization is a
                      fraction of the card's total, which an emulated L4 does not change)
 
-Engines: `vllm` keeps two copies of the weights (vLLM's and the peft training copy); `hf` one (training and
-sampling on the same model); `unsloth` with fast_inference one (its vLLM shares the weights with training).
+Engines: `vllm` keeps one copy (training runs on views of vLLM's weights, shared_weights.py) or, with
+share_weights false, two (vLLM's and a peft training copy); `hf` one (training and sampling on the same model);
+`unsloth` with fast_inference one (its vLLM shares the weights with training).
 A plan that cannot fit raises MemoryPlanError naming the numbers and the fix. The figures are estimates;
 benchmarks/l4.py measures the real peaks.
 """
@@ -123,14 +124,14 @@ class MemoryPlan:
 
 def make_plan(engine: str, shape: ModelShape, free_bytes: int, total_bytes: int, *, max_model_len: int,
               train_seq_len: int, lora_rank: int, four_bit: bool = False, fast_inference: bool = True,
-              vllm_share_gib: float | None = None) -> MemoryPlan:
+              share_weights: bool = True, vllm_share_gib: float | None = None) -> MemoryPlan:
     """The plan (see the module docstring); MemoryPlanError when it cannot fit."""
     free, total = free_bytes / GIB, total_bytes / GIB
     weights = shape.weight_bytes(four_bit) / GIB
     training = shape.training_bytes(train_seq_len, lora_rank) / GIB
     min_kv = MIN_KV_SEQUENCES * max_model_len * shape.kv_bytes_per_token() / GIB
     uses_vllm = engine == "vllm" or (engine == "unsloth" and fast_inference)
-    copies = 2 if engine == "vllm" else 1
+    copies = 2 if engine == "vllm" and not share_weights else 1
     if not uses_vllm:
         plan = MemoryPlan(engine, free, total, weights, 1, 0.0, training, 0.0)
     else:
@@ -142,17 +143,17 @@ def make_plan(engine: str, shape: ModelShape, free_bytes: int, total_bytes: int,
             raise MemoryPlanError(
                 f"memory plan for {engine} does not fit: {plan.describe()}; vLLM's KV cache would get "
                 f"{plan.kv_gib:.2f} GiB, under the {min_kv:.2f} GiB that {MIN_KV_SEQUENCES} sequences of "
-                f"max_model_len {max_model_len} need. Fix: {_fixes(engine, four_bit)}")
+                f"max_model_len {max_model_len} need. Fix: {_fixes(engine, four_bit, copies)}")
     if plan.needed_gib > free:
         raise MemoryPlanError(f"memory plan for {engine} does not fit: {plan.describe()} > {free:.2f} GiB free. "
-                              f"Fix: {_fixes(engine, four_bit)}")
+                              f"Fix: {_fixes(engine, four_bit, copies)}")
     return plan
 
 
-def _fixes(engine: str, four_bit: bool) -> str:
+def _fixes(engine: str, four_bit: bool, copies: int) -> str:
     fixes = []
-    if engine == "vllm":
-        fixes.append("engine kind 'unsloth' (one copy of the weights shared by training and vLLM)")
+    if copies > 1:
+        fixes.append("share_weights: true (training on vLLM's own weights: one copy)")
     if not four_bit:
         fixes.append("load_in_4bit: true (unsloth)")
     fixes += ["a smaller max_model_len or max_seq_len", "a smaller lora_rank", "a smaller model"]

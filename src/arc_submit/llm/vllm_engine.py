@@ -1,13 +1,17 @@
-"""vLLM for sampling, with per-task LoRA adapters trained by peft on a separate transformers copy of the weights.
+"""vLLM for sampling, with per-task LoRA adapters trained by peft on the same weights vLLM holds.
 
-Why a separate copy for training: vLLM's weights live in its own fused, inference-only layout inside its
-engine; they cannot be trained. Training through peft on a transformers copy of the same folder (loaded the
-first time an adapter is trained, on the same GPU) keeps one process per GPU, needs no unsloth, and costs
-one more copy of the weights in GPU memory (1 GB for a 0.5B model, 16 GB for an 8B one in bf16): leave room
-for it with `gpu_memory_utilization` (vLLM takes that share of the GPU at start; the trainer lives in the
-rest). The adapter is written to disk in peft format and handed to vLLM as a `LoRARequest` with an id used
-for nothing else, so vLLM never serves a previous task's weights from its LoRA cache. unsloth_engine is the
-alternative that shares one copy of the weights between training and vLLM sampling.
+Training needs a transformers model; vLLM's weights live in its own fused, inference-only layout. With
+`share_weights` (the default) the transformers model is built on views of vLLM's tensors (shared_weights.py):
+one copy of the weights per GPU, no host-RAM staging, and vLLM's engine core runs in this process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`, which the share needs and which also saves the second process's host RAM).
+With `share_weights: false` training runs on a second, transformers copy of the weights (`train_model` or the same
+folder) loaded at the first adapter: twice the weights in GPU memory, refused by the memory plan where it
+cannot fit.
+
+The adapter is written in peft format to a folder in RAM (/dev/shm where there is one) and handed to vLLM as a
+`LoRARequest` with an id used for nothing else, so vLLM never serves a previous task's weights from its LoRA
+cache. Training adds the LoRA as separate modules and never writes the base weights, so CUDA graphs captured at
+start stay valid.
 
 Host RAM: older vLLM versions take `swap_space` (GiB of pinned host RAM per GPU, 4 by default) and we pass
 0; vLLM 0.11+ has no such argument (V1 recomputes preempted sequences), so it is detected, not assumed. KV and
@@ -76,6 +80,20 @@ def llm_kwargs(settings: EngineSettings, model_path: str, accepted: set[str]) ->
     return kwargs
 
 
+def engine_core_in_process() -> None:
+    """vLLM's engine core in this process: the weights must be in our address space to be shared."""
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+        raise ValueError("VLLM_ENABLE_V1_MULTIPROCESSING is set to "
+                         f"{os.environ['VLLM_ENABLE_V1_MULTIPROCESSING']!r}, but share_weights needs vLLM's engine "
+                         "core in this process: unset it, or set engine option share_weights: false")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+
+
+def ram_folder() -> str | None:
+    """/dev/shm (RAM-backed) where it exists and is writable: adapters go to vLLM without touching a disk."""
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -84,6 +102,8 @@ class VLLMEngine:
         apply_memory_environment(self.settings)
         # A sampler JIT (FlashInfer) hung the first generate on our test machines; the PyTorch sampler is fine.
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        if self.settings.share_weights:
+            engine_core_in_process()
         vllm = import_vllm()
         t0 = time.time()
         self.model_path = resolve_model(self.settings.model)
@@ -95,7 +115,8 @@ class VLLMEngine:
         self.adapters: dict[str, Adapter] = {}
         self._lora_ids: dict[str, int] = {}
         self._next_id = itertools.count(1)
-        self.adapter_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-vllm-adapters-"))
+        self.adapter_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-vllm-adapters-",
+                                                                              dir=ram_folder()))
         self._own_adapter_dir = self.settings.adapter_dir is None
         self._closed = False
         log.info("vllm engine: %s in %.1fs (vllm %s; %s)", self.model_path, time.time() - t0, vllm.__version__,
@@ -147,8 +168,15 @@ class VLLMEngine:
         if self.trainer is None:
             from .hf_engine import HFEngine
 
-            train_path = self.settings.train_model or self.model_path
-            self.trainer = HFEngine(dataclasses.replace(self.settings, model=train_path, device="cuda"))
+            if self.settings.share_weights:
+                from .shared_weights import hf_model_on_vllm_weights
+
+                model = hf_model_on_vllm_weights(self.llm, self.model_path)
+                self.trainer = HFEngine(dataclasses.replace(self.settings, model=self.model_path, device="cuda"),
+                                        model=model)
+            else:
+                train_path = self.settings.train_model or self.model_path
+                self.trainer = HFEngine(dataclasses.replace(self.settings, model=train_path, device="cuda"))
         return self.trainer
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,

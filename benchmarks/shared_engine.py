@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from l4 import build_shaped_model  # noqa: E402
 
 GIB = 2 ** 30
+DETOKENIZE = os.environ.get("BENCH_DETOKENIZE", "0") == "1"  # the engine decodes at the end (vllm_engine.py)
 
 
 class PeakMemory:
@@ -77,13 +79,18 @@ def task_prompts(engine, seed: int):
 
 
 def tok_per_s(engine, prompt, n, tokens, adapter=None, repeats=3) -> float:
-    from arc_submit.llm import Sampling
+    """Output tokens/s for n samples of exactly `tokens` tokens (EOS ignored: a random model stops anywhere),
+    through vLLM directly with the engine's own LoRA request; median of `repeats` (the first loads the LoRA)."""
+    from arc_submit.llm.training import prompt_ids
 
+    params = engine._vllm.SamplingParams(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True,
+                                         detokenize=DETOKENIZE)
     rates = []
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.time()
-        (samples,) = engine.generate([prompt], Sampling(n=n, temperature=1.0, max_tokens=tokens, seed=r), adapter)
-        rates.append(sum(g.n_tokens for g in samples) / (time.time() - t0))
+        (out,) = engine.llm.generate([{"prompt_token_ids": prompt_ids(engine.tokenizer, prompt)}], params,
+                                     lora_request=engine._lora_request(adapter), use_tqdm=False)
+        rates.append(sum(len(c.token_ids) for c in out.outputs) / (time.time() - t0))
     return statistics.median(rates)
 
 

@@ -137,16 +137,22 @@ class VLLMEngine:
         self._check_open()
         params = self._vllm.SamplingParams(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-            seed=sampling.seed, logprobs=0 if sampling.logprobs else None, stop=list(sampling.stop) or None)
+            seed=sampling.seed, logprobs=0 if sampling.logprobs else None, stop=list(sampling.stop) or None,
+            # With the engine core in this process, vLLM's step-by-step detokenising of every sample is serial
+            # with the GPU: n=128 ran at 4.5k tok/s with it, 17k without (H100, 0.5B). Decode once at the end;
+            # stop strings need vLLM's detokeniser.
+            detokenize=bool(sampling.stop))
         # Token ids, not text: the same tokenisation as training and the hf engine (BOS handling included).
         inputs = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
         outputs = self.llm.generate(inputs, params, lora_request=self._lora_request(adapter), use_tqdm=False)
         results = []
         for out in outputs:
-            results.append([Generation(text=c.text, n_tokens=len(c.token_ids),
+            texts = ([c.text for c in out.outputs] if params.detokenize else
+                     self.tokenizer.batch_decode([c.token_ids for c in out.outputs], skip_special_tokens=True))
+            results.append([Generation(text=text, n_tokens=len(c.token_ids),
                                        finished=c.finish_reason == "stop",
                                        cumulative_logprob=c.cumulative_logprob if sampling.logprobs else None,
-                                       token_ids=tuple(c.token_ids)) for c in out.outputs])
+                                       token_ids=tuple(c.token_ids)) for text, c in zip(texts, out.outputs)])
         return results
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:

@@ -54,6 +54,11 @@ class PeakMemory:
             if torch.cuda.is_initialized():
                 self.min_free_gib = min(self.min_free_gib, torch.cuda.mem_get_info()[0] / GIB)
 
+    def now(self) -> dict:
+        """RSS and PSS at this moment (to tell start-up's peak from the task loop's)."""
+        info = self.proc.memory_full_info()
+        return {"rss_gib": round(info.rss / GIB, 2), "pss_gib": round(info.pss / GIB, 2)}
+
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
@@ -89,7 +94,7 @@ def tok_per_s(engine, prompt, n, tokens, adapter=None, repeats=3) -> float:
     for _ in range(repeats):
         t0 = time.time()
         (out,) = engine.llm.generate([{"prompt_token_ids": prompt_ids(engine.tokenizer, prompt)}], params,
-                                     lora_request=engine._lora_request(adapter), use_tqdm=False)
+                                     lora_request=engine.sampler.lora_request(adapter and adapter.name), use_tqdm=False)
         rates.append(sum(len(c.token_ids) for c in out.outputs) / (time.time() - t0))
     return statistics.median(rates)
 
@@ -103,6 +108,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--tasks", type=int, default=2)
     p.add_argument("--eager", action="store_true", help="enforce_eager (no CUDA graphs), for comparison")
+    p.add_argument("--engine-options", default="{}", help='more engine options as JSON, e.g. '
+                   '{"cudagraph_capture_sizes": [1, 8, 64, 128, 512]}')
     p.add_argument("--out", default="runs/shared-engine")
     args = p.parse_args()
     out = Path(args.out)
@@ -120,8 +127,11 @@ def main() -> None:
         row["ballast"] = ballast.report["0"]
         memory = PeakMemory()
         t0 = time.time()
-        engine = make_engine("vllm", str(model), max_model_len=8192, max_lora_rank=32, enforce_eager=args.eager)
+        row["engine_options"] = options = json.loads(args.engine_options)
+        engine = make_engine("vllm", str(model), max_model_len=8192, max_lora_rank=32, enforce_eager=args.eager,
+                             **options)
         row["startup_s"] = round(time.time() - t0, 1)
+        row["after_startup"] = memory.now()
         row["gpu_memory_utilization"] = engine.kwargs.get("gpu_memory_utilization")
         tasks = []
         for task in range(args.tasks):
@@ -133,7 +143,7 @@ def main() -> None:
             with_lora = tok_per_s(engine, prompt, args.n, args.tokens, adapter)
             without = tok_per_s(engine, prompt, args.n, args.tokens)
             engine.delete_adapter(adapter)
-            tasks.append({"train_s": round(train_s, 1), "steps": adapter.steps,
+            tasks.append({"memory_after": memory.now(), "train_s": round(train_s, 1), "steps": adapter.steps,
                           "prompt_tokens": engine.count_tokens(prompt),
                           "train_tokens": max(len(engine.tokenizer(p + c)["input_ids"]) for p, c in pairs),
                           "loss_first_last": [round(adapter.first_loss, 3), round(adapter.last_loss, 3)],
@@ -144,13 +154,17 @@ def main() -> None:
         row.update(memory.stop())
         engine.close()
     (out / "shared_engine.json").write_text(json.dumps(row, indent=1))
-    print("| shape | graphs | start-up s | train s (steps) | tok/s base | tok/s LoRA | ratio | peak RSS / PSS GiB "
-          "| lowest free GPU GiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| shape | graphs | start-up s | train s (steps) | tok/s base | tok/s LoRA | ratio | RSS / PSS GiB after "
+          "start-up | after the task | peak | lowest free GPU GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    start = row["after_startup"]
     for t in tasks:
+        after = t["memory_after"]
         print(f"| {args.shape} | {not args.eager} | {row['startup_s']} | {t['train_s']} ({t['steps']}) | "
-              f"{t['tok_s_base']} | {t['tok_s_lora']} | {t['lora_ratio']} | {row['peak_rss_gib']} / "
-              f"{row['peak_pss_gib']} | {row['min_free_gpu_gib']} |")
+              f"{t['tok_s_base']} | {t['tok_s_lora']} | {t['lora_ratio']} | {start['rss_gib']} / {start['pss_gib']} "
+              f"| {after['rss_gib']} / {after['pss_gib']} | {row['peak_rss_gib']} / {row['peak_pss_gib']} | "
+              f"{row['min_free_gpu_gib']} |")
+    print(f"engine options: {row['engine_options']}")
     print(f"ballast: {row['ballast']}; gpu_memory_utilization {row['gpu_memory_utilization']}")
 
 

@@ -40,6 +40,17 @@ def test_vllm_arguments_follow_what_the_installed_version_accepts():
     assert llm_kwargs(settings, "/models/m", old_style)["swap_space"] == 0  # older vLLM: no pinned host swap
 
 
+def test_capture_sizes_and_vllm_compilation_options_merge():
+    from arc_submit.llm.vllm_engine import llm_kwargs
+
+    accepted = {"model", "compilation_config"}
+    settings = EngineSettings(cudagraph_capture_sizes=(64, 1, 8),
+                              vllm_options={"compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}})
+    assert llm_kwargs(settings, "/m", accepted)["compilation_config"] == {
+        "cudagraph_capture_sizes": [1, 8, 64], "mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    assert "compilation_config" not in llm_kwargs(EngineSettings(), "/m", accepted)  # vLLM's defaults
+
+
 def test_unsloth_needs_a_gpu_or_says_so():
     """On this CPU machine unsloth is not installed: starting the engine names the fix, not a bare ImportError."""
     from arc_submit.llm.unsloth_engine import UnslothEngine

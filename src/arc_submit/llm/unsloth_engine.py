@@ -16,7 +16,6 @@ Training itself is the shared loop in training.py (completion-only loss, deadlin
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import logging
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from typing import Sequence
 from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
 from .hf_engine import HFEngine, pick_device_and_dtype
 from .tiny import resolve_model
-from .training import prompt_ids, run_training, tokenize_pair
+from .training import run_training, tokenize_pair
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,12 @@ class UnslothEngine(HFEngine):
         self._lora_shape: tuple | None = None  # (rank, alpha, targets) of the one resident LoRA
         self._live: str | None = None  # the adapter whose weights are in the LoRA now
         self._saved_dir = Path(settings.adapter_dir or tempfile.mkdtemp(prefix="arc-unsloth-adapters-"))
-        self._lora_ids = itertools.count(1)
-        self._request_ids: dict[str, int] = {}
+        self.sampler = None  # unsloth's own vLLM, on the same weights, serving saved adapters
+        if self.fast_inference:
+            from .vllm_sampler import VLLMSampler
+
+            self.sampler = VLLMSampler(lambda inputs, params, lora: model.fast_generate(
+                inputs, sampling_params=params, lora_request=lora, use_tqdm=False), tokenizer)
         log.info("unsloth engine: %s in %.1fs (fast_inference=%s)", path, time.time() - t0, self.fast_inference)
 
     # --- adapters: one resident LoRA, re-initialised per task ------------------------------------------
@@ -122,7 +125,7 @@ class UnslothEngine(HFEngine):
         if self.fast_inference:  # earlier tasks' adapters stay servable from disk through vLLM
             path = self._saved_dir / name
             self.peft_model.save_pretrained(str(path))
-            self._request_ids[name] = next(self._lora_ids)
+            self.sampler.register(name, path)
         adapter = Adapter(name=name, path=path, rank=settings.lora_rank, steps=result.steps,
                           examples_seen=result.examples_seen, losses=tuple(result.losses),
                           stopped_by_deadline=result.stopped_by_deadline, setup_s=setup_s, train_s=result.train_s,
@@ -146,27 +149,15 @@ class UnslothEngine(HFEngine):
                  adapter: Adapter | None = None) -> list[list[Generation]]:
         if not self.fast_inference:
             return super().generate(prompts, sampling, adapter)
-        from vllm import SamplingParams
-        from vllm.lora.request import LoRARequest
-
         self._check_open()
-        request = None
-        if adapter is not None:
-            if adapter.name not in self._request_ids:
-                raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine")
-            request = LoRARequest(adapter.name, self._request_ids[adapter.name], str(self.adapters[adapter.name].path))
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_tokens, seed=sampling.seed,
-                                logprobs=0 if sampling.logprobs else None, stop=list(sampling.stop) or None)
-        inputs = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
-        outputs = self.model.fast_generate(inputs, sampling_params=params, lora_request=request, use_tqdm=False)
-        return [[Generation(c.text, len(c.token_ids), c.finish_reason == "stop",
-                            c.cumulative_logprob if sampling.logprobs else None, tuple(c.token_ids))
-                 for c in out.outputs] for out in outputs]
+        if adapter is not None and adapter.name not in self.adapters:
+            raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine")
+        return self.sampler.generate(prompts, sampling, None if adapter is None else adapter.name)
 
     def _forget(self, name: str):
         known = self.adapters.pop(name, None)
-        self._request_ids.pop(name, None)
+        if self.sampler is not None:
+            self.sampler.forget(name)
         if known is not None and known.path is not None:
             shutil.rmtree(known.path, ignore_errors=True)
 

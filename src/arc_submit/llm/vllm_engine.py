@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import inspect
-import itertools
 import logging
 import os
 import shutil
@@ -34,7 +33,8 @@ from typing import Sequence
 
 from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
 from .tiny import resolve_model
-from .training import prompt_ids, tokenize_pair
+from .training import prompt_ids
+from .vllm_sampler import VLLMSampler
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,14 @@ def llm_kwargs(settings: EngineSettings, model_path: str, accepted: set[str]) ->
         max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras, max_num_seqs=settings.max_num_seqs,
         swap_space=settings.swap_space,  # only where accepted: older versions pin 4 GiB of host RAM per GPU
         cpu_offload_gb=0)  # weights stay on the GPU: offloading pins host RAM
-    wanted.update(settings.vllm_options)
+    compilation = {}
+    if settings.cudagraph_capture_sizes:
+        compilation["cudagraph_capture_sizes"] = sorted(settings.cudagraph_capture_sizes)
+    options = dict(settings.vllm_options)
+    compilation.update(options.pop("compilation_config", None) or {})
+    if compilation:
+        wanted["compilation_config"] = compilation
+    wanted.update(options)
     kwargs = {k: v for k, v in wanted.items() if k in accepted}
     skipped = sorted(set(wanted) - set(kwargs))
     if skipped:
@@ -110,11 +117,11 @@ class VLLMEngine:
         self.kwargs = llm_kwargs(self.settings, self.model_path, accepted_engine_args(vllm))
         self.llm = vllm.LLM(**self.kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self._vllm = vllm
-        self.trainer = None  # an HFEngine on the training copy, made at the first train_adapter
+        self.sampler = VLLMSampler(lambda inputs, params, lora: self.llm.generate(inputs, params, lora_request=lora,
+                                                                                 use_tqdm=False),
+                                   self.tokenizer, remove_lora=lambda lora_id: self.llm.llm_engine.remove_lora(lora_id))
+        self.trainer = None  # an HFEngine (on views of vLLM's weights, or on a copy), made at the first adapter
         self.adapters: dict[str, Adapter] = {}
-        self._lora_ids: dict[str, int] = {}
-        self._next_id = itertools.count(1)
         self.adapter_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-vllm-adapters-",
                                                                               dir=ram_folder()))
         self._own_adapter_dir = self.settings.adapter_dir is None
@@ -122,53 +129,19 @@ class VLLMEngine:
         log.info("vllm engine: %s in %.1fs (vllm %s; %s)", self.model_path, time.time() - t0, vllm.__version__,
                  ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("model", "tokenizer")))
 
-    def _lora_request(self, adapter: Adapter | None):
-        if adapter is None:
-            return None
-        if adapter.name not in self.adapters:
+    def _adapter_name(self, adapter: Adapter | None) -> str | None:
+        if adapter is not None and adapter.name not in self.adapters:
             raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine (deleted, or trained elsewhere)")
-        from vllm.lora.request import LoRARequest
-
-        current = self.adapters[adapter.name]
-        return LoRARequest(current.name, self._lora_ids[current.name], str(current.path))
+        return None if adapter is None else adapter.name
 
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
         self._check_open()
-        params = self._vllm.SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-            seed=sampling.seed, logprobs=0 if sampling.logprobs else None, stop=list(sampling.stop) or None,
-            # With the engine core in this process, vLLM's step-by-step detokenising of every sample is serial
-            # with the GPU: n=128 ran at 4.5k tok/s with it, 17k without (H100, 0.5B). Decode once at the end;
-            # stop strings need vLLM's detokeniser.
-            detokenize=bool(sampling.stop))
-        # Token ids, not text: the same tokenisation as training and the hf engine (BOS handling included).
-        inputs = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
-        outputs = self.llm.generate(inputs, params, lora_request=self._lora_request(adapter), use_tqdm=False)
-        results = []
-        for out in outputs:
-            texts = ([c.text for c in out.outputs] if params.detokenize else
-                     self.tokenizer.batch_decode([c.token_ids for c in out.outputs], skip_special_tokens=True))
-            results.append([Generation(text=text, n_tokens=len(c.token_ids),
-                                       finished=c.finish_reason == "stop",
-                                       cumulative_logprob=c.cumulative_logprob if sampling.logprobs else None,
-                                       token_ids=tuple(c.token_ids)) for text, c in zip(texts, out.outputs)])
-        return results
+        return self.sampler.generate(prompts, sampling, self._adapter_name(adapter))
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
-        """Sum of log p(completion + EOS | prompt), from vLLM's prompt log-probs (one prefill, one token out)."""
         self._check_open()
-        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in pairs]
-        params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
-        outputs = self.llm.generate([{"prompt_token_ids": t.input_ids} for t in tokenized], params,
-                                    lora_request=self._lora_request(adapter), use_tqdm=False)
-        scores = []
-        for t, out in zip(tokenized, outputs):
-            total = 0.0
-            for pos in range(t.n_prompt, len(t.input_ids)):
-                total += out.prompt_logprobs[pos][t.input_ids[pos]].logprob
-            scores.append(total)
-        return scores
+        return self.sampler.score(pairs, self._adapter_name(adapter))
 
     def _trainer(self):
         if self.trainer is None:
@@ -199,18 +172,14 @@ class VLLMEngine:
         trainer.unload_adapter(name)  # vLLM serves it from disk; free the training copy's LoRA weights
         adapter = dataclasses.replace(saved, setup_s=saved.setup_s + time.time() - t0)
         self.adapters[name] = adapter
-        self._lora_ids[name] = next(self._next_id)  # a new id: vLLM's LoRA cache never returns old weights
+        self.sampler.register(name, adapter.path)
         return adapter
 
     def delete_adapter(self, adapter: Adapter | str) -> None:
         name = adapter if isinstance(adapter, str) else adapter.name
         known = self.adapters.pop(name, None)
-        lora_id = self._lora_ids.pop(name, None)
-        if lora_id is not None and not self._closed:
-            try:
-                self.llm.llm_engine.remove_lora(lora_id)
-            except Exception as e:  # not loaded yet (never sampled with) or an older API: nothing to free
-                log.debug("vllm remove_lora(%s): %s", lora_id, e)
+        if not self._closed:
+            self.sampler.forget(name)
         if known is not None and known.path is not None:
             shutil.rmtree(known.path, ignore_errors=True)
 

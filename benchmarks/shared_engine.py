@@ -88,7 +88,9 @@ def tok_per_s(engine, prompt, n, tokens, adapter=None, repeats=3) -> float:
     through vLLM directly with the engine's own LoRA request; median of `repeats` (the first loads the LoRA)."""
     from arc_submit.llm.training import prompt_ids
 
-    params = engine._vllm.SamplingParams(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True,
+    import vllm
+
+    params = vllm.SamplingParams(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True,
                                          detokenize=DETOKENIZE)
     rates = []
     for _ in range(repeats):

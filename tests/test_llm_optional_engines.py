@@ -48,7 +48,9 @@ def test_capture_sizes_and_vllm_compilation_options_merge():
                               vllm_options={"compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}})
     assert llm_kwargs(settings, "/m", accepted)["compilation_config"] == {
         "cudagraph_capture_sizes": [1, 8, 64], "mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
-    assert "compilation_config" not in llm_kwargs(EngineSettings(), "/m", accepted)  # vLLM's defaults
+    assert llm_kwargs(EngineSettings(), "/m", accepted)["compilation_config"] == {
+        "cudagraph_capture_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]}
+    assert "compilation_config" not in llm_kwargs(EngineSettings(cudagraph_capture_sizes=None), "/m", accepted)
 
 
 def test_unsloth_needs_a_gpu_or_says_so():

@@ -2,7 +2,8 @@
 and LoRA training leaves the shared tensors untouched.
 
 vLLM itself cannot run on a CPU, so the fused tensors here are made by hand the way vLLM lays them out (q/k/v
-and gate/up stacked by rows, vocabulary rows padded to a multiple of 64, named as `vllm_tensors` names them): a stand-in for vLLM's layout. test_llm_gpu.py checks the same thing against real vLLM.
+and gate/up stacked by rows, vocabulary rows padded to a multiple of 64, named as `vllm_tensors` names them): a
+stand-in for vLLM's layout. test_llm_gpu.py checks the same thing against real vLLM.
 """
 
 from __future__ import annotations

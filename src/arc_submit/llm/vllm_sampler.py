@@ -68,7 +68,8 @@ class VLLMSampler:
             # stop strings need vLLM's detokeniser.
             detokenize=bool(sampling.stop))
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[str], sampling: Sampling,
+                 adapter: str | None = None) -> list[list[Generation]]:
         params = self.sampling_params(sampling)
         # Token ids, not text: the same tokenisation as training and the hf engine (BOS handling included).
         inputs = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]

@@ -86,17 +86,17 @@ def task_prompts(engine, seed: int):
 def tok_per_s(engine, prompt, n, tokens, adapter=None, repeats=3) -> float:
     """Output tokens/s for n samples of exactly `tokens` tokens (EOS ignored: a random model stops anywhere),
     through vLLM directly with the engine's own LoRA request; median of `repeats` (the first loads the LoRA)."""
-    from arc_submit.llm.training import prompt_ids
-
     import vllm
 
-    params = vllm.SamplingParams(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True,
-                                         detokenize=DETOKENIZE)
+    from arc_submit.llm.training import prompt_ids
+
+    params = vllm.SamplingParams(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True, detokenize=DETOKENIZE)
     rates = []
     for _ in range(repeats):
         t0 = time.time()
         (out,) = engine.llm.generate([{"prompt_token_ids": prompt_ids(engine.tokenizer, prompt)}], params,
-                                     lora_request=engine.sampler.lora_request(adapter and adapter.name), use_tqdm=False)
+                                     lora_request=engine.sampler.lora_request(adapter and adapter.name),
+                                     use_tqdm=False)
         rates.append(sum(len(c.token_ids) for c in out.outputs) / (time.time() - t0))
     return statistics.median(rates)
 

@@ -12,6 +12,7 @@ adding to it, so re-journaling a better list never double-counts votes. Lines wi
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -75,17 +76,26 @@ class Journal:
 
 
 def read_events(folder: str | os.PathLike) -> Iterator[dict]:
-    """Every readable event of every journal in the folder, in file order. Torn or garbled lines are skipped."""
-    for path in sorted(Path(folder).glob(JOURNAL_GLOB)):
-        with open(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    record = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    log.warning("%s: line %d is torn or garbled (a writer died mid-line); skipped", path, n)
-                    continue
-                if isinstance(record, dict) and "event" in record and "task_id" in record:
-                    yield record
+    """Every readable event of every journal in the folder, in time order. Torn or garbled lines are skipped.
+
+    Time order across journals matters: a task killed on one worker and retried on another has its attempts in
+    two files, and the last final event or snapshot must be the latest one, not the one in the last file. Each
+    journal's own line order is kept (a merge, not a sort), even if the clock stepped back while it was written.
+    """
+    return heapq.merge(*(_journal_events(path) for path in sorted(Path(folder).glob(JOURNAL_GLOB))),
+                       key=lambda e: e.get("t", 0.0))
+
+
+def _journal_events(path: Path) -> Iterator[dict]:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("%s: line %d is torn or garbled (a writer died mid-line); skipped", path, n)
+                continue
+            if isinstance(record, dict) and "event" in record and "task_id" in record:
+                yield record
 
 
 @dataclass

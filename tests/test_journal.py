@@ -1,0 +1,39 @@
+"""Reading journals: a task retried on another worker has its attempts in two files; what the journals say must
+follow time, not file names (seen: a retry on worker-0 read before the killed attempt on worker-1)."""
+
+from __future__ import annotations
+
+import json
+
+from arc_submit.journal import collect, read_events
+
+
+def write_journal(folder, name, events):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"worker": name, **e}) for e in events]
+    (folder / f"journal-{name}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def candidates(t, grid, snapshot="votes"):
+    return {"t": t, "event": "candidates", "task_id": "a", "test_index": 0, "snapshot": snapshot,
+            "candidates": [{"grid": grid, "solver": "s", "count": 1}]}
+
+
+def test_a_retry_on_an_earlier_named_journal_wins(tmp_path):
+    # worker-1 started the task, journaled grid [[1]], and died; worker-0 retried it later and found [[2]].
+    write_journal(tmp_path, "worker-1", [{"t": 1.0, "event": "start", "task_id": "a", "attempt": 0},
+                                         candidates(2.0, [[1]]),
+                                         {"t": 3.0, "event": "killed", "task_id": "a"}])
+    write_journal(tmp_path, "worker-0", [{"t": 4.0, "event": "start", "task_id": "a", "attempt": 1},
+                                         candidates(5.0, [[2]]),
+                                         {"t": 6.0, "event": "done", "task_id": "a"}])
+    starts = [e["attempt"] for e in read_events(tmp_path) if e["event"] == "start"]
+    assert starts == [0, 1]
+    record = collect(tmp_path)["a"]
+    assert record.status == "done"  # the latest final event, though worker-1's file is read last
+    assert [c.grid.tolist() for c in record.candidates[0]] == [[[2]]]  # the later snapshot replaced the earlier
+
+
+def test_each_journal_keeps_its_own_line_order_if_the_clock_stepped_back(tmp_path):
+    write_journal(tmp_path, "worker-0", [candidates(5.0, [[1]]), candidates(4.0, [[2]])])
+    assert [c.grid.tolist() for c in collect(tmp_path)["a"].candidates[0]] == [[[2]]]

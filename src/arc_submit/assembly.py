@@ -56,11 +56,14 @@ def assemble_journals(tasks: Mapping[str, Task], journal_dir: str | os.PathLike,
 def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priority: Sequence[str],
                    skipped: Mapping[str, list] | None = None, weights: Mapping[str, float] | None = None) -> Assembly:
     """Assemble the journals under out_dir and replace out_dir/submission.json atomically. `skipped`: entries for
-    task ids the challenges file holds but no valid Task was made of (skip_invalid), so the file lists them all."""
+    task ids the challenges file holds but no valid Task was made of (skip_invalid), so the file lists them all.
+
+    The file's modification time is the moment the journals were read, not the (later) moment it was written:
+    every line journaled before that time is in it; a line written during the assembly waits for the next one."""
     t0 = time.time()
     out_dir = Path(out_dir)
     result = assemble_journals(tasks, out_dir / "journals", priority, weights)
-    write_submission(out_dir / SUBMISSION_NAME, {**result.submission, **(skipped or {})})
+    write_submission(out_dir / SUBMISSION_NAME, {**result.submission, **(skipped or {})}, mtime=t0)
     log.info("submission.json assembled: %d tasks, %d of %d test inputs answered (%.2f s)", len(tasks),
              result.answered, sum(len(t.test) for t in tasks.values()), time.time() - t0)
     return result

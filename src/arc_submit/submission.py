@@ -141,5 +141,5 @@ def score(submission: Mapping, solutions: Mapping[str, Sequence[Grid]]) -> Score
     return ScoreReport(mean, tuple(results))
 
 
-def write_submission(path: str | os.PathLike, submission: dict) -> Path:
-    return write_json_atomic(path, submission)
+def write_submission(path: str | os.PathLike, submission: dict, mtime: float | None = None) -> Path:
+    return write_json_atomic(path, submission, mtime=mtime)

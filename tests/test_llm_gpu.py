@@ -78,34 +78,39 @@ def test_vllm_adapter_trains_serves_and_starts_fresh(vllm_engine):
 
 
 def test_shared_weights_cycle_train_sample_next_task_starts_from_the_base(vllm_engine):
+    check_one_copy_cycle(vllm_engine)
+
+
+def check_one_copy_cycle(engine):
     """One copy of the weights: the trainer's parameters are vLLM's tensors; each task trains, samples, and leaves
     the base untouched, so the next task's fresh adapter computes the base model again."""
     from arc_submit.llm.shared_weights import in_process_model
 
-    assert type(vllm_engine.llm.llm_engine.engine_core).__name__ == "InprocClient"
-    vllm_model = in_process_model(vllm_engine.llm)
+    assert type(engine.llm.llm_engine.engine_core).__name__ == "InprocClient"
+    vllm_model = in_process_model(engine.llm)
     watched = {n: p for n, p in vllm_model.named_parameters() if "qkv_proj" in n or "embed_tokens" in n}
     before = {n: p.detach().double().sum().item() for n, p in watched.items()}
     storages = {p.untyped_storage().data_ptr() for p in vllm_model.parameters()}
     examples, test_input = synthetic_task(5, n=4)
-    pairs = prompts.leave_one_out_pairs(examples, tokenizer=vllm_engine.tokenizer)
-    prompt = prompts.transduction_prompt(examples, test_input, tokenizer=vllm_engine.tokenizer)
-    base = vllm_engine.score(pairs)
+    pairs = prompts.leave_one_out_pairs(examples, tokenizer=engine.tokenizer)
+    prompt = prompts.transduction_prompt(examples, test_input, tokenizer=engine.tokenizer)
+    base = engine.score(pairs)
     for task in ("task-1", "task-2"):
-        fresh = vllm_engine.train_adapter(task, pairs, TrainSettings(max_steps=0, **LORA))
-        assert vllm_engine.score(pairs, fresh) == pytest.approx(base, abs=0.5)  # starts as the base model
-        trained = vllm_engine.train_adapter(task, pairs, TrainSettings(epochs=8, **LORA))
+        fresh = engine.train_adapter(task, pairs, TrainSettings(max_steps=0, **LORA))
+        assert engine.score(pairs, fresh) == pytest.approx(base, abs=0.5)  # starts as the base model
+        trained = engine.train_adapter(task, pairs, TrainSettings(epochs=8, **LORA))
         assert trained.losses[-1] < trained.losses[0]
-        assert sum(vllm_engine.score(pairs, trained)) > sum(base) + 1.0
-        (samples,) = vllm_engine.generate([prompt], Sampling(n=8, temperature=1.0, max_tokens=16, seed=1), trained)
+        assert sum(engine.score(pairs, trained)) > sum(base) + 1.0
+        (samples,) = engine.generate([prompt], Sampling(n=8, temperature=1.0, max_tokens=16, seed=1), trained)
         assert len(samples) == 8
-        vllm_engine.delete_adapter(task)
+        engine.delete_adapter(task)
         assert {n: p.detach().double().sum().item() for n, p in watched.items()} == before
-    trainer = vllm_engine.trainer.model
+    trainer = engine.trainer.model
     for name, p in trainer.named_parameters():
         assert p.untyped_storage().data_ptr() in storages, f"{name} is a copy, not vLLM's tensor"
     # The views compute vLLM's function: the trainer's base scores agree with vLLM's prompt log-probs.
-    assert vllm_engine.trainer.score(pairs) == pytest.approx(base, abs=0.05 * max(abs(b) for b in base) + 0.5)
+    assert engine.trainer.score(pairs) == pytest.approx(base, abs=0.05 * max(abs(b) for b in base) + 0.5)
+    return trainer
 
 
 def test_hf_engine_on_gpu_trains_and_samples():

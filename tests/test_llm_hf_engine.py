@@ -217,3 +217,23 @@ def test_a_task_adapter_can_start_from_a_saved_lora(engine, task, tmp_path):
     engine.delete_adapter(started)
     with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
         engine.train_adapter("nowhere", pairs, TrainSettings(max_steps=1, base_adapter=str(tmp_path), **FAST_LORA))
+
+
+def test_load_in_4bit_trains_qlora_on_nf4_weights(task):
+    """load_in_4bit: transformers quantizes every linear layer to nf4 (bitsandbytes' CPU kernels here), peft trains
+    its 4-bit LoRA layers on them, and the quantized bytes do not change."""
+    import bitsandbytes as bnb
+    import torch
+
+    engine = make_engine("hf", "tiny", load_in_4bit=True)
+    try:
+        quantized = [m for m in engine.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert len(quantized) == 7 * engine.model.config.num_hidden_layers
+        before = [m.weight.detach().clone() for m in quantized]
+        pairs = pairs_of(task, engine)
+        adapter = engine.train_adapter(task.id, pairs, TrainSettings(epochs=4, learning_rate=3e-3, **FAST_LORA))
+        assert adapter.steps == 4 * len(pairs) and adapter.last_loss < adapter.first_loss
+        assert all(torch.equal(b, m.weight) for b, m in zip(before, quantized))
+        assert sum(engine.score(pairs, adapter)) > sum(engine.score(pairs))
+    finally:
+        engine.close()

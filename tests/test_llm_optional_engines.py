@@ -40,6 +40,14 @@ def test_vllm_arguments_follow_what_the_installed_version_accepts():
     assert llm_kwargs(settings, "/models/m", old_style)["swap_space"] == 0  # older vLLM: no pinned host swap
 
 
+def test_load_in_4bit_asks_vllm_for_bitsandbytes():
+    from arc_submit.llm.vllm_engine import llm_kwargs
+
+    accepted = {"model", "quantization"}
+    assert llm_kwargs(EngineSettings(load_in_4bit=True), "/m", accepted)["quantization"] == "bitsandbytes"
+    assert "quantization" not in llm_kwargs(EngineSettings(), "/m", accepted)
+
+
 def test_capture_sizes_and_vllm_compilation_options_merge():
     from arc_submit.llm.vllm_engine import llm_kwargs
 

@@ -56,11 +56,14 @@ def test_vllm_share_is_sized_from_free_memory_not_the_cards_total():
     assert on_h100.gpu_memory_utilization * 79.6 == pytest.approx(on_l4.gpu_memory_utilization * 22.28, rel=1e-3)
 
 
-def test_8b_fits_an_l4_only_in_4_bit_with_one_copy():
+@pytest.mark.parametrize("engine", ["vllm", "unsloth"])
+def test_8b_fits_an_l4_only_in_4_bit_with_one_copy(engine):
     with pytest.raises(MemoryPlanError):
         make_plan("hf", shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, **NVARC)
-    plan = make_plan("unsloth", shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, four_bit=True, **NVARC)
-    assert plan.weights_gib < 6 and plan.kv_gib > 2
+    plan = make_plan(engine, shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, four_bit=True, **NVARC)
+    assert plan.copies == 1 and plan.weights_gib < 6 and plan.kv_gib > 2
+    with pytest.raises(MemoryPlanError, match="x 2"):
+        make_plan("vllm", shape("llama-3.1-8b"), L4_FREE, H100_TOTAL, four_bit=True, share_weights=False, **NVARC)
 
 
 def test_the_worker_refuses_before_loading_anything(tmp_path, monkeypatch):

@@ -16,10 +16,10 @@ from arc_submit.llm.shared_weights import SharedWeightsError, hf_model_on_tensor
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
 
-def small_model(kind: str, tmp_path):
+def small_model(kind: str, tmp_path, vocab: int = 100):
     import transformers
 
-    common = dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
     config = {"llama": lambda: transformers.LlamaConfig(tie_word_embeddings=True, **common),
               "qwen2": lambda: transformers.Qwen2Config(tie_word_embeddings=False, **common),
@@ -93,4 +93,110 @@ def test_a_tensor_that_does_not_fit_is_named(tmp_path):
     source = vllm_layout(original)
     del source["model.norm.weight"]
     with pytest.raises(SharedWeightsError, match="model.norm.weight"):
+        hf_model_on_tensors(source, PACKED, path)
+
+
+# --- 4-bit: vLLM's `quantization="bitsandbytes"` layout ------------------------------------------------------------
+
+LINEAR = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"],
+          "o_proj": ["o_proj"], "down_proj": ["down_proj"]}
+
+
+def vllm_four_bit_layout(model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Stand-in for vLLM's bitsandbytes loader: every linear layer's members quantized one by one (nf4), their bytes
+    stacked in one column, one QuantState per member hung on the tensor as `bnb_quant_state`; embeddings, norms,
+    biases and the LM head stay plain (vLLM quantizes only linear layers). vLLM undoes double quantization at load,
+    so the states here are made without it. Also returns each linear weight as the nf4 values dequantized: the
+    function the 4-bit model computes."""
+    from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+    out = vllm_layout(model)
+    dequantized = {}
+    for fused, members in LINEAR.items():
+        for key in [k for k in out if k.endswith(f".{fused}.weight")]:
+            rows = [m.weight.shape[0] for m in (model.get_submodule(key.replace(f"{fused}.weight", member))
+                                                for member in members)]
+            parts, states = [], {}
+            for i, chunk in enumerate(torch.split(out[key], rows)):
+                packed, state = quantize_4bit(chunk.contiguous(), compress_statistics=False, quant_type="nf4")
+                parts.append(packed)
+                states[i] = state
+                dequantized[key.replace(fused, members[i])] = dequantize_4bit(packed, state)
+            weight = torch.nn.Parameter(torch.cat(parts), requires_grad=False)
+            weight.bnb_quant_state = states
+            out[key] = weight
+    return out, dequantized
+
+
+def four_bit_model(kind, tmp_path, vocab: int = 100):
+    original, path = small_model(kind, tmp_path, vocab)
+    original = original.to(torch.bfloat16)
+    source, dequantized = vllm_four_bit_layout(original)
+    reference = original
+    with torch.no_grad():
+        for name, weight in dequantized.items():
+            reference.get_submodule(name.rpartition(".")[0]).weight.copy_(weight)
+    return source, reference, path
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_four_bit_views_compute_the_nf4_model_without_a_copy(kind, tmp_path):
+    import bitsandbytes as bnb
+
+    source, reference, path = four_bit_model(kind, tmp_path)
+    shared = hf_model_on_tensors(source, PACKED, path)
+    ids = torch.randint(0, 100, (2, 12))
+    with torch.no_grad():
+        got, want = shared(input_ids=ids).logits.float(), reference(input_ids=ids).logits.float()
+    assert torch.allclose(got, want, atol=2e-2), (got - want).abs().max()
+    layers = [m for m in shared.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 7 * 2 and shared.is_loaded_in_4bit
+    storages = {t.untyped_storage().data_ptr() for t in source.values()}
+    for name, p in shared.named_parameters():
+        assert p.untyped_storage().data_ptr() in storages, f"{name} is a copy"
+    k = shared.model.layers[1].self_attn.k_proj
+    qkv = source["model.layers.1.self_attn.qkv_proj.weight"]
+    assert k.weight.quant_state is qkv.bnb_quant_state[1]
+    assert k.weight.data_ptr() == qkv.data_ptr() + qkv.bnb_quant_state[0].shape.numel() // 2
+
+
+def test_four_bit_lora_training_leaves_vllms_bytes_untouched(tmp_path):
+    """QLoRA through the hf engine (the vllm engine's trainer) on views of the packed bytes: peft wraps the 4-bit
+    layers, the loss falls, the bytes and quant states vLLM samples with stay bit-identical."""
+    from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
+
+    from arc_submit.llm.engine import EngineSettings, TrainSettings
+    from arc_submit.llm.hf_engine import HFEngine
+
+    source, _, path = four_bit_model("qwen2", tmp_path, vocab=512)  # the tiny tokenizer's vocabulary
+    before = {k: v.detach().clone() for k, v in source.items()}
+    absmax = {k: [s.absmax.clone() for s in v.bnb_quant_state.values()] for k, v in source.items()
+              if hasattr(v, "bnb_quant_state")}
+    from arc_submit.llm.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(512)
+    engine = HFEngine(EngineSettings(model=path, device="cpu", dtype="bfloat16"),
+                      model=hf_model_on_tensors(source, PACKED, path), tokenizer=tokenizer)
+    pairs = [("1 2 3 4", " 4 3 2 1"), ("5 6 7", " 7 6 5"), ("8 9 1 2", " 2 1 9 8")]
+    adapter = engine.train_adapter("t", pairs, TrainSettings(epochs=12, lora_rank=4, lora_alpha=8,
+                                                             learning_rate=1e-2))
+    assert adapter.steps == 36 and adapter.last_loss < adapter.first_loss
+    wrapped = [m for m in engine.peft_model.modules() if isinstance(m, LoraLinear4bit)]
+    assert len(wrapped) == 7 * 2
+    assert all(torch.equal(before[k], source[k].detach()) for k in source)
+    assert all(torch.equal(a, s.absmax) for k, states in absmax.items()
+               for a, s in zip(states, source[k].bnb_quant_state.values()))
+
+
+def test_four_bit_quant_states_that_do_not_fit_are_named(tmp_path):
+    source, _, path = four_bit_model("llama", tmp_path)
+    gate_up = source["model.layers.0.mlp.gate_up_proj.weight"]
+    del gate_up.bnb_quant_state[1]
+    with pytest.raises(SharedWeightsError, match="model.layers.0.mlp.gate_proj.weight.*gate_up_proj.*members \\[0\\]"):
+        hf_model_on_tensors(source, PACKED, path)
+    source, _, path = four_bit_model("llama", tmp_path)
+    qkv = source["model.layers.1.self_attn.qkv_proj.weight"]
+    source["model.layers.1.self_attn.qkv_proj.weight"] = torch.nn.Parameter(qkv.data[:-8], requires_grad=False)
+    source["model.layers.1.self_attn.qkv_proj.weight"].bnb_quant_state = qkv.bnb_quant_state
+    with pytest.raises(SharedWeightsError, match="model.layers.1.self_attn.q_proj.weight.*bytes its quant states"):
         hf_model_on_tensors(source, PACKED, path)

@@ -66,6 +66,9 @@ def check_engine(config: RunConfig) -> list[str]:
         settings = EngineSettings.from_options(config.engine.model, **config.engine.options)
     except (TypeError, ValueError) as e:
         return [f"engine.options: {e}"]
+    if settings.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        return [f"engine.options.load_in_4bit: bitsandbytes cannot be imported; install it from the offline wheels "
+                f"(`make wheels` lists it) or set load_in_4bit false"]
     if kind == "vllm" and settings.vllm_options:
         import vllm
 

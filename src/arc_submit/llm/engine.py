@@ -158,7 +158,10 @@ class EngineSettings:
     max_num_seqs: int = 512  # vllm: sequences decoded together (n=512 samples of one prompt fit one batch)
     max_batch_sequences: int = 64  # hf: sequences per generate() call (prompt × samples)
     expandable_segments: bool = True
-    load_in_4bit: bool = False  # unsloth: QLoRA on 4-bit base weights (8B models on 16 GB GPUs)
+    # 4-bit nf4 base weights (bitsandbytes), what an 8B model needs on a 22 GiB L4. vllm: quantization="bitsandbytes"
+    # of the bf16 checkpoint as it loads (or a bnb-quantized checkpoint), trained on in place (QLoRA on vLLM's own
+    # bytes, shared_weights.py); hf: transformers' BitsAndBytesConfig; unsloth: its own 4-bit load.
+    load_in_4bit: bool = False
     fast_inference: bool = True  # unsloth: sample through its built-in vLLM when vllm is importable
     adapter_dir: str | None = None  # where adapters are saved for vllm; None: a temp folder in RAM (/dev/shm)
     # vllm: train on views of vLLM's own weights (one copy per GPU; engine core in this process). False: a second,

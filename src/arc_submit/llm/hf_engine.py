@@ -44,6 +44,19 @@ def set_checkpointing(model, on: bool) -> None:
         (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
 
 
+def load_model(path: str, dtype, device, four_bit: bool):
+    """The model on `device`; with `four_bit`, its linear layers in nf4 through transformers' BitsAndBytesConfig,
+    quantized as each tensor reaches the device (QLoRA)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if not four_bit:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                      bnb_4bit_use_double_quant=True)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization,
+                                                device_map={"": device})
+
+
 LOGIT_BUDGET = 2 ** 27  # logits (tokens × vocabulary) one scoring batch may hold: 0.5 GiB in fp32
 
 class HFEngine:
@@ -63,7 +76,7 @@ class HFEngine:
         if self.tokenizer.pad_token_id is None:  # e.g. Llama-3: pad with EOS; masks keep it out of attention
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"  # generation continues right after each prompt
-        self.model = model or AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device)
+        self.model = model or load_model(path, self.dtype, self.device, self.settings.load_in_4bit)
         self.model.eval()
         self.model.requires_grad_(False)
         self.peft_model = None  # created with the first adapter; wraps self.model in place

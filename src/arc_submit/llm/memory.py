@@ -155,6 +155,6 @@ def _fixes(engine: str, four_bit: bool, copies: int) -> str:
     if copies > 1:
         fixes.append("share_weights: true (training on vLLM's own weights: one copy)")
     if not four_bit:
-        fixes.append("load_in_4bit: true (unsloth)")
+        fixes.append("load_in_4bit: true (4-bit base weights)")
     fixes += ["a smaller max_model_len or max_seq_len", "a smaller lora_rank", "a smaller model"]
     return "; or ".join(fixes)

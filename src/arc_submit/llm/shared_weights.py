@@ -9,14 +9,22 @@ tensor: no copy, no host RAM, and LoRA training (base frozen, adapters as separa
 them, so vLLM's CUDA graphs stay valid. Buffers the meta build left empty (rotary frequencies) are rebuilt from
 the config on the GPU.
 
+4-bit weights (vLLM's `quantization="bitsandbytes"`, what an 8B model needs on a 22 GiB L4) are shared too. vLLM
+keeps each quantized linear layer as one column of packed bytes (two nf4 values a byte) with the members of a
+fused layer one after the other, and hangs one bitsandbytes QuantState per member on the tensor
+(`bnb_quant_state`, {member index: state}). Each transformers linear layer then becomes a bitsandbytes
+`Linear4bit` whose weight is that member's byte range and whose quant state is vLLM's own object: peft trains its
+4-bit LoRA layers (QLoRA) on it, and the embeddings, norms and LM head, which vLLM leaves in bf16, are shared as
+above. Other quantizations (fp8, AWQ, GPTQ) are refused by name.
+
 This needs vLLM's engine core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) and one GPU per engine (no
-tensor parallelism): the tensors must live in our address space and be whole. Quantized vLLM weights (4-bit,
-fp8) are not plain matrices and are refused by name.
+tensor parallelism): the tensors must live in our address space and be whole.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 log = logging.getLogger(__name__)
@@ -54,16 +62,11 @@ def packed_sources(packed_mapping: dict[str, list[str]]) -> dict[str, tuple[str,
     return {member: (fused, members) for fused, members in packed_mapping.items() for member in members}
 
 
-def view_for(name: str, shape: tuple, source: dict, packed: dict, hf_shapes: dict):
-    """The slice of a vLLM tensor that is transformers parameter `name` (of `shape`), or SharedWeightsError."""
+def locate(name: str, source: dict, packed: dict) -> tuple[object, str, int, list[str]]:
+    """The vLLM tensor holding transformers parameter `name`: (tensor, its name, this parameter's index among the
+    members fused in it, those members), or SharedWeightsError."""
     if name in source:
-        tensor = source[name]
-        if tuple(tensor.shape) == shape:
-            return tensor.data
-        if (any(f"{m}." in name for m in VOCAB_MODULES) and tuple(tensor.shape[1:]) == shape[1:]
-                and tensor.shape[0] >= shape[0]):
-            return tensor.data[:shape[0]]  # padded vocabulary rows
-        raise SharedWeightsError(f"{name}: vLLM holds shape {tuple(tensor.shape)}, transformers wants {shape}")
+        return source[name], name, 0, [_split(name)[1]]
     prefix, leaf, attr = _split(name)
     if leaf not in packed:
         raise SharedWeightsError(f"{name}: vLLM has no tensor of that name and no fused one holding it")
@@ -71,13 +74,65 @@ def view_for(name: str, shape: tuple, source: dict, packed: dict, hf_shapes: dic
     fused_name = f"{prefix}{fused}.{attr}"
     if fused_name not in source:
         raise SharedWeightsError(f"{name}: vLLM has no {fused_name} to slice it from")
-    tensor = source[fused_name]
+    return source[fused_name], fused_name, members.index(leaf), members
+
+
+def view_for(name: str, shape: tuple, source: dict, packed: dict, hf_shapes: dict):
+    """The slice of a (plain) vLLM tensor that is transformers parameter `name` (of `shape`), or SharedWeightsError."""
+    tensor, fused_name, index, members = locate(name, source, packed)
+    if fused_name == name:
+        if tuple(tensor.shape) == shape:
+            return tensor.data
+        if (any(f"{m}." in name for m in VOCAB_MODULES) and tuple(tensor.shape[1:]) == shape[1:]
+                and tensor.shape[0] >= shape[0]):
+            return tensor.data[:shape[0]]  # padded vocabulary rows
+        raise SharedWeightsError(f"{name}: vLLM holds shape {tuple(tensor.shape)}, transformers wants {shape}")
+    prefix, _, attr = _split(name)
     rows = [hf_shapes[f"{prefix}{m}.{attr}"][0] for m in members]
     if sum(rows) != tensor.shape[0] or tuple(tensor.shape[1:]) != shape[1:]:
         raise SharedWeightsError(f"{name}: {fused_name} has shape {tuple(tensor.shape)}, but {members} stack to "
                                  f"{sum(rows)} rows of {shape[1:]} (quantized or sharded weights cannot be shared)")
-    start = sum(rows[:members.index(leaf)])
+    start = sum(rows[:index])
     return tensor.data[start:start + shape[0]]
+
+
+def is_four_bit(tensor) -> bool:
+    """A bitsandbytes 4-bit tensor as vLLM's loader leaves it: packed bytes with one quant state per member."""
+    return isinstance(getattr(tensor, "bnb_quant_state", None), dict)
+
+
+def four_bit_slice(name: str, shape: tuple, source: dict, packed: dict):
+    """(packed bytes, QuantState) of transformers weight `name` (of `shape`) inside vLLM's 4-bit tensor."""
+    tensor, fused_name, index, members = locate(name, source, packed)
+    states = tensor.bnb_quant_state
+    if sorted(states) != list(range(len(members))):
+        raise SharedWeightsError(f"{name}: {fused_name} carries quant states for members {sorted(states)}, "
+                                 f"expected one for each of {members}")
+    sizes = [math.prod(states[i].shape) // 2 for i in range(len(members))]  # two 4-bit values a byte
+    # .data: vLLM's 4-bit parameter class reports the model's dtype, not the bytes it holds
+    if sum(sizes) != tensor.numel() or tensor.data.dtype.itemsize != 1:
+        raise SharedWeightsError(f"{name}: {fused_name} holds {tensor.numel()} elements of {tensor.data.dtype}, not "
+                                 f"the {sum(sizes)} bytes its quant states describe (not vLLM's bitsandbytes layout)")
+    state = states[index]
+    if tuple(state.shape) != shape:
+        raise SharedWeightsError(f"{name}: vLLM quantized a {tuple(state.shape)} matrix, transformers wants {shape}")
+    start = sum(sizes[:index])
+    return tensor.data.reshape(-1, 1)[start:start + sizes[index]], state
+
+
+def four_bit_linear(linear, packed_bytes, state):
+    """A bitsandbytes Linear4bit standing in for `linear` (on the meta device), computing with vLLM's bytes."""
+    import bitsandbytes as bnb
+
+    module = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                               compute_dtype=state.dtype, quant_type=state.quant_type, device="meta")
+    module.weight = bnb.nn.Params4bit(packed_bytes, requires_grad=False, quant_state=state, blocksize=state.blocksize,
+                                      compress_statistics=state.nested, quant_type=state.quant_type,
+                                      bnb_quantized=True, module=module)
+    # On a CPU bitsandbytes repacks the weight for AVX512 at the first no-grad call: a copy, the share lost.
+    module.support_avx512bf16_for_cpu = False
+    module.bias = linear.bias  # still on the meta device: shared like any plain tensor, below
+    return module
 
 
 def _split(name: str) -> tuple[str, str, str]:
@@ -99,20 +154,32 @@ def hf_model_on_tensors(source: dict, packed_mapping: dict[str, list[str]], mode
     from transformers import AutoConfig, AutoModelForCausalLM
 
     t0 = time.time()
-    first = next(iter(source.values()))
+    first = next(t for t in source.values() if not is_four_bit(t))  # the model's dtype (4-bit ones hold bytes)
     config = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(config, dtype=first.dtype)
     packed = packed_sources(packed_mapping)
     hf_shapes = {n: tuple(p.shape) for n, p in hf.named_parameters(remove_duplicate=False)}
+    four_bit = 0
+    for name, param in list(hf.named_parameters()):
+        module_name, _, attr = name.rpartition(".")
+        if attr == "weight" and is_four_bit(locate(name, source, packed)[0]):
+            packed_bytes, state = four_bit_slice(name, tuple(param.shape), source, packed)
+            _refuse_inference_tensor(name, packed_bytes)
+            parent, _, child = module_name.rpartition(".")
+            setattr(hf.get_submodule(parent), child, four_bit_linear(hf.get_submodule(module_name), packed_bytes,
+                                                                     state))
+            four_bit += 1
+    if four_bit:
+        hf.is_loaded_in_4bit = True  # peft then wraps these layers in its 4-bit LoRA layers
     for name, param in list(hf.named_parameters()):  # tied weights once: re-tied below
+        if not param.is_meta:
+            continue  # a 4-bit weight, set above
         view = view_for(name, tuple(param.shape), source, packed, hf_shapes)
         if view.dtype != param.dtype:
-            raise SharedWeightsError(f"{name}: vLLM holds {view.dtype}, not {param.dtype} (quantized weights "
-                                     f"cannot be shared; load the model unquantized or use two copies)")
-        if view.is_inference():
-            raise SharedWeightsError(f"{name}: vLLM made its weights inside torch.inference_mode; autograd cannot "
-                                     f"use them (this vLLM version cannot share weights)")
+            raise SharedWeightsError(f"{name}: vLLM holds {view.dtype}, not {param.dtype} (of quantized weights only "
+                                     f"bitsandbytes 4-bit can be shared: load_in_4bit, or share_weights false)")
+        _refuse_inference_tensor(name, view)
         module = hf.get_submodule(name.rpartition(".")[0])
         module._parameters[name.rpartition(".")[2]] = torch.nn.Parameter(view, requires_grad=False)
     if getattr(hf.config, "tie_word_embeddings", False):
@@ -122,9 +189,16 @@ def hf_model_on_tensors(source: dict, packed_mapping: dict[str, list[str]], mode
     if left:
         raise SharedWeightsError(f"tensors left without memory after sharing: {left[:5]}")
     hf.eval()
-    log.info("shared weights: transformers %s on vLLM's %d tensors (%d fused), no copy, in %.2fs",
-             type(hf).__name__, len(source), sum(1 for n in hf_shapes if _split(n)[1] in packed), time.time() - t0)
+    log.info("shared weights: transformers %s on vLLM's %d tensors (%d fused, %d linear layers in 4-bit), no copy, "
+             "in %.2fs", type(hf).__name__, len(source), sum(1 for n in hf_shapes if _split(n)[1] in packed),
+             four_bit, time.time() - t0)
     return hf
+
+
+def _refuse_inference_tensor(name: str, tensor) -> None:
+    if tensor.is_inference():
+        raise SharedWeightsError(f"{name}: vLLM made its weights inside torch.inference_mode; autograd cannot use "
+                                 f"them (this vLLM version cannot share weights)")
 
 
 def _rebuild_meta_buffers(hf, device) -> None:

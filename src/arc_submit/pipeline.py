@@ -45,6 +45,8 @@ class RunResult:
     peak_rss_gib_by_tree: dict[str, float] = field(default_factory=dict)  # main (with icecuber), worker-N
     peak_gpu_mib: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what went wrong without costing the file (shown loudly)
+    # resident less file-backed pages (a model file read through mmap): resources.py says why both are shown
+    peak_private_gib_by_tree: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"submission: {self.submission_path} ({'valid' if not self.problems else 'INVALID'})",
@@ -54,6 +56,9 @@ class RunResult:
             lines.append("busy fraction: " + "  ".join(f"{w}: {f:.0%}" for w, f in self.busy.items()))
         if self.peak_rss_gib_by_tree:
             lines.append("peak RSS GiB: " + "  ".join(f"{n}: {g:.2f}" for n, g in self.peak_rss_gib_by_tree.items()))
+        if self.peak_private_gib_by_tree:
+            lines.append("peak private GiB: " + "  ".join(f"{n}: {g:.2f}"
+                                                           for n, g in self.peak_private_gib_by_tree.items()))
         if self.peak_gpu_mib:
             lines.append("peak GPU MiB: " + "  ".join(f"gpu{g}: {m}" for g, m in self.peak_gpu_mib.items()))
         if self.score is not None:
@@ -262,7 +267,8 @@ def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started:
         statuses[status] = statuses.get(status, 0) + 1
     result = RunResult(out_dir / "submission.json", problems, scored, time.time() - started, len(tasks), statuses,
                        report.busy_fractions(events), monitor.peak_rss() / GIB, out_dir,
-                       {n: b / GIB for n, b in monitor.peaks_by_tree().items()}, monitor.peak_gpu_mib(), warnings)
+                       {n: b / GIB for n, b in monitor.peaks_by_tree().items()}, monitor.peak_gpu_mib(), warnings,
+                       {n: b / GIB for n, b in monitor.private_peaks_by_tree().items()})
     _write_report(result, tasks, final, events, monitor, out_dir)
     log.info("run finished\n%s", result.summary())
     return result

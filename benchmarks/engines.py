@@ -164,9 +164,10 @@ def measure_training(engine, tokenizer) -> dict:
 
 
 def run_one(shape: str, engine_kind: str, root: Path) -> dict:
-    from arc_submit.llm.engine import EngineSettings, apply_memory_environment
+    from arc_submit.llm.engine import (HFSettings, ModelSettings, UnslothSettings, VLLMSettings,
+                                       apply_memory_environment)
 
-    apply_memory_environment(EngineSettings())  # before CUDA starts, or the allocator ignores it
+    apply_memory_environment(ModelSettings())  # before CUDA starts, or the allocator ignores it
     import torch
 
     folder = model_folder(shape, root)
@@ -181,8 +182,8 @@ def run_one(shape: str, engine_kind: str, root: Path) -> dict:
 
         options = {} if shape in SAVED_WEIGHTS else {"load_format": "dummy"}
         util = 0.5 if shape in SAVED_WEIGHTS else 0.75
-        engine = VLLMEngine(EngineSettings(model=str(folder), max_model_len=4096, gpu_memory_utilization=util,
-                                           max_lora_rank=32, vllm_options=options))
+        engine = VLLMEngine(ModelSettings(model=str(folder), max_model_len=4096),
+                            VLLMSettings(gpu_memory_utilization=util, max_lora_rank=32, vllm_options=options))
         result.update(version=vllm.__version__, load_s=round(time.time() - t0, 1),
                       llm_kwargs={k: v for k, v in engine.kwargs.items() if k not in ("model", "tokenizer")})
         result["prompt_tokens"] = engine.count_tokens(prompt)
@@ -210,7 +211,8 @@ def run_one(shape: str, engine_kind: str, root: Path) -> dict:
 
         if shape not in SAVED_WEIGHTS:
             raise RuntimeError("unsloth loads weights from disk; only saved-weight shapes are measured")
-        engine = UnslothEngine(EngineSettings(model=str(folder), max_model_len=8320, fast_inference=False))
+        engine = UnslothEngine(ModelSettings(model=str(folder), max_model_len=8320),
+                               UnslothSettings(fast_inference=False))
         result.update(version=unsloth.__version__, load_s=round(time.time() - t0, 1))
         result["training"] = measure_training(engine, engine.tokenizer)
         engine.close()
@@ -220,17 +222,17 @@ def run_one(shape: str, engine_kind: str, root: Path) -> dict:
 
         # transformers prefills every sample's copy of the prompt: 512 copies of an 8B prefill do not fit at once.
         batch = 512 if shape in SAVED_WEIGHTS else 128
-        settings = EngineSettings(model=str(folder), device="cuda", max_batch_sequences=batch)
+        settings = ModelSettings(model=str(folder), device="cuda"), HFSettings(max_batch_sequences=batch)
         result["max_batch_sequences"] = batch
         if shape in SAVED_WEIGHTS:
-            engine = HFEngine(settings)
+            engine = HFEngine(*settings)
         else:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
             torch.manual_seed(0)
             with torch.device("cuda"):
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.bfloat16)
-            engine = HFEngine(settings, model=model, tokenizer=AutoTokenizer.from_pretrained(folder))
+            engine = HFEngine(*settings, model=model, tokenizer=AutoTokenizer.from_pretrained(folder))
         result.update(version=transformers.__version__, load_s=round(time.time() - t0, 1))
         result["prompt_tokens"] = engine.count_tokens(prompt)
         result["sampling"] = measure_sampling(engine, prompt)

@@ -83,14 +83,14 @@ def make_engine(model: str, engine_kind: str, models_dir: Path):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from arc_submit.llm.engine import EngineSettings
+    from arc_submit.llm.engine import HFSettings, ModelSettings
     from arc_submit.llm.hf_engine import HFEngine
 
     torch.manual_seed(0)
     with torch.device("cuda"):
         weights = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.bfloat16)
-    return HFEngine(EngineSettings(model=str(folder), device="cuda", max_batch_sequences=128), model=weights,
-                    tokenizer=AutoTokenizer.from_pretrained(folder))
+    return HFEngine(ModelSettings(model=str(folder), device="cuda"), HFSettings(max_batch_sequences=128),
+                    model=weights, tokenizer=AutoTokenizer.from_pretrained(folder))
 
 
 def load_task(task_file: str | None, task_id: str | None):

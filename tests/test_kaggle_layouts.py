@@ -157,7 +157,8 @@ def test_commit_run_fails_loudly_on_a_missing_input(tmp_path, missing, message):
 
 @pytest.mark.parametrize("option, known", [
     ("solver_options: {n_augmentation: 4}", "unknown option(s) n_augmentation; known:"),
-    ("engine_options: {gpu_memory_utilisation: 0.5}", "unknown engine option(s) gpu_memory_utilisation; known:"),
+    ("engine_options: {gpu_memory_utilisation: 0.5}",
+     "unknown engine option(s) for engine hf: gpu_memory_utilisation is unknown. Engine hf takes:"),
 ])
 def test_a_misspelled_option_fails_the_commit_run_before_the_first_task(tmp_path, option, known):
     root = tmp_path / "kaggle"

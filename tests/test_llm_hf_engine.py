@@ -174,13 +174,16 @@ def test_stop_strings_end_a_sample(engine, task):
 def test_unknown_kind_or_option_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown engine kind"):
         make_engine("onnx", "tiny")
-    with pytest.raises(ValueError, match="unknown engine option"):
+    with pytest.raises(ValueError, match="unknown engine option.*gpu_memory_utilisation is unknown"):
         make_engine("hf", "tiny", gpu_memory_utilisation=0.5)
+    # An option of another engine is named as such, before anything loads.
+    with pytest.raises(ValueError, match="enforce_eager is an option of engine vllm, not hf.*takes:.*max_batch"):
+        make_engine("hf", "tiny", enforce_eager=True)
 
 
 def test_scoring_batches_stay_under_the_logit_budget(engine, task, monkeypatch):
     """Many pairs of mixed lengths: the same sums whatever the batching, and no batch over LOGIT_BUDGET logits."""
-    from arc_submit.llm import hf_engine, training
+    from arc_submit.llm import hf_sampler, training
 
     prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
     pairs = [(prompt[: 300 + 40 * i], prompts.transduction_answer(task.test[0].input[: 1 + i % 3])) for i in range(12)]
@@ -193,11 +196,11 @@ def test_scoring_batches_stay_under_the_logit_budget(engine, task, monkeypatch):
         seen.append((len(batch), len(batch) * span * engine.model.config.vocab_size))
         return real(model, batch, pad_id, device)
 
-    monkeypatch.setattr(hf_engine, "completion_logprobs", spy)
-    monkeypatch.setattr(hf_engine, "LOGIT_BUDGET", 3 * 60 * engine.model.config.vocab_size)
+    monkeypatch.setattr(hf_sampler, "completion_logprobs", spy)
+    monkeypatch.setattr(hf_sampler, "LOGIT_BUDGET", 3 * 60 * engine.model.config.vocab_size)
     bounded = engine.score(pairs)
     assert bounded == pytest.approx(unbounded, abs=1e-3)
-    assert len(seen) > 1 and all(n <= hf_engine.LOGIT_BUDGET for size, n in seen if size > 1)  # alone if larger
+    assert len(seen) > 1 and all(n <= hf_sampler.LOGIT_BUDGET for size, n in seen if size > 1)  # alone if larger
 
 
 def test_a_task_adapter_can_start_from_a_saved_lora(engine, task, tmp_path):

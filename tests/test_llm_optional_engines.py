@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from arc_submit.llm import make_engine
-from arc_submit.llm.engine import EngineSettings
+from arc_submit.llm.engine import ModelSettings, VLLMSettings
 
 
 def test_engine_modules_import_without_their_packages():
@@ -26,39 +26,41 @@ def test_asking_for_a_missing_engine_says_what_to_install(kind):
 def test_vllm_arguments_follow_what_the_installed_version_accepts():
     from arc_submit.llm.vllm_engine import llm_kwargs
 
-    settings = EngineSettings(gpu_memory_utilization=0.6, max_model_len=4096, enforce_eager=True,
-                              vllm_options={"quantization": "fp8"})
+    model = ModelSettings(max_model_len=4096)
+    settings = VLLMSettings(gpu_memory_utilization=0.6, enforce_eager=True, vllm_options={"quantization": "fp8"})
     new_style = {"model", "tokenizer", "dtype", "seed", "gpu_memory_utilization", "max_model_len", "enforce_eager",
                  "enable_prefix_caching", "enable_lora", "max_lora_rank", "max_loras", "max_num_seqs",
                  "cpu_offload_gb", "quantization", "kv_offloading_size"}
-    kwargs = llm_kwargs(settings, "/models/m", new_style)
+    kwargs = llm_kwargs(model, settings, "/models/m", new_style)
     assert "swap_space" not in kwargs  # vLLM >= 0.11 (V1): no swap space, preempted sequences are recomputed
     assert kwargs["enable_lora"] and kwargs["enable_prefix_caching"] and kwargs["cpu_offload_gb"] == 0
     assert kwargs["gpu_memory_utilization"] == 0.6 and kwargs["quantization"] == "fp8"
     assert "kv_offloading_size" not in kwargs  # KV offloading stays off (unset)
     old_style = kwargs.keys() | {"swap_space"}
-    assert llm_kwargs(settings, "/models/m", old_style)["swap_space"] == 0  # older vLLM: no pinned host swap
+    assert llm_kwargs(model, settings, "/models/m", old_style)["swap_space"] == 0  # older vLLM: no pinned host swap
 
 
 def test_load_in_4bit_asks_vllm_for_bitsandbytes():
     from arc_submit.llm.vllm_engine import llm_kwargs
 
     accepted = {"model", "quantization"}
-    assert llm_kwargs(EngineSettings(load_in_4bit=True), "/m", accepted)["quantization"] == "bitsandbytes"
-    assert "quantization" not in llm_kwargs(EngineSettings(), "/m", accepted)
+    four_bit = ModelSettings(load_in_4bit=True)
+    assert llm_kwargs(four_bit, VLLMSettings(), "/m", accepted)["quantization"] == "bitsandbytes"
+    assert "quantization" not in llm_kwargs(ModelSettings(), VLLMSettings(), "/m", accepted)
 
 
 def test_capture_sizes_and_vllm_compilation_options_merge():
     from arc_submit.llm.vllm_engine import llm_kwargs
 
     accepted = {"model", "compilation_config"}
-    settings = EngineSettings(cudagraph_capture_sizes=(64, 1, 8),
-                              vllm_options={"compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}})
-    assert llm_kwargs(settings, "/m", accepted)["compilation_config"] == {
+    model = ModelSettings()
+    settings = VLLMSettings(cudagraph_capture_sizes=(64, 1, 8),
+                            vllm_options={"compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}})
+    assert llm_kwargs(model, settings, "/m", accepted)["compilation_config"] == {
         "cudagraph_capture_sizes": [1, 8, 64], "mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
-    assert llm_kwargs(EngineSettings(), "/m", accepted)["compilation_config"] == {
+    assert llm_kwargs(model, VLLMSettings(), "/m", accepted)["compilation_config"] == {
         "cudagraph_capture_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]}
-    assert "compilation_config" not in llm_kwargs(EngineSettings(cudagraph_capture_sizes=None), "/m", accepted)
+    assert "compilation_config" not in llm_kwargs(model, VLLMSettings(cudagraph_capture_sizes=None), "/m", accepted)
 
 
 def test_unsloth_needs_a_gpu_or_says_so():
@@ -67,3 +69,62 @@ def test_unsloth_needs_a_gpu_or_says_so():
 
     with pytest.raises(ImportError, match=r"engine 'unsloth' cannot start: pip install 'arc-submit\[gpu\]'"):
         UnslothEngine()
+
+
+class StandInFastLanguageModel:
+    """A stand-in for unsloth's FastLanguageModel (unsloth needs a CUDA GPU and is not installed here): the same
+    four calls the engine makes, done by transformers and peft. It checks the engine's own logic (one resident
+    LoRA re-initialised per task, the transformers sampler on it), not unsloth."""
+
+    @staticmethod
+    def from_pretrained(model_name, max_seq_length, dtype, load_in_4bit, fast_inference, gpu_memory_utilization,
+                        max_lora_rank, local_files_only):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        assert not fast_inference and local_files_only
+        return AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype), AutoTokenizer.from_pretrained(model_name)
+
+    @staticmethod
+    def get_peft_model(model, r, lora_alpha, lora_dropout, target_modules, bias, use_gradient_checkpointing,
+                       random_state, max_seq_length):
+        from peft import LoraConfig, get_peft_model
+
+        return get_peft_model(model, LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                target_modules=target_modules, bias=bias, task_type="CAUSAL_LM"))
+
+    @staticmethod
+    def for_training(model):
+        model.train()
+
+    @staticmethod
+    def for_inference(model):
+        model.eval()
+
+
+def test_unsloth_engine_logic_on_a_stand_in(monkeypatch, arc1_train):
+    from arc_submit.llm import Sampling, TrainSettings, prompts, unsloth_engine
+
+    monkeypatch.setattr(unsloth_engine, "import_unsloth", lambda: StandInFastLanguageModel)
+    engine = make_engine("unsloth", "tiny", device="cpu", fast_inference=False, max_batch_sequences=8)
+    try:
+        task = min((t for t in arc1_train.values() if len(t.train) >= 3), key=lambda t: t.cost_estimate())
+        pairs = prompts.leave_one_out_pairs(task.train, tokenizer=engine.tokenizer)
+        lora = dict(lora_rank=8, lora_alpha=16, learning_rate=3e-3, gradient_checkpointing=False)
+        base = engine.score(pairs)
+        first = engine.train_adapter("a", pairs, TrainSettings(epochs=4, **lora))
+        assert first.steps == 4 * len(pairs) and first.last_loss < first.first_loss
+        assert sum(engine.score(pairs, first)) > sum(base) + 1.0
+        # The next task re-initialises the one resident LoRA: it starts as the base model again.
+        fresh = engine.train_adapter("b", pairs, TrainSettings(max_steps=0, **lora))
+        assert engine.score(pairs, fresh) == pytest.approx(base, abs=1e-4)
+        with pytest.raises(KeyError, match="'a' is not loaded.*only the latest"):
+            engine.score(pairs, first)  # its weights were overwritten
+        with pytest.raises(ValueError, match="one LoRA per model"):
+            engine.train_adapter("c", pairs, TrainSettings(max_steps=0, **{**lora, "lora_rank": 4}))
+        prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
+        (samples,) = engine.generate([prompt], Sampling(n=3, temperature=1.0, max_tokens=8, seed=0), fresh)
+        assert len(samples) == 3 and all(g.n_tokens > 0 for g in samples)
+    finally:
+        engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.score(pairs)

@@ -165,7 +165,7 @@ def test_four_bit_lora_training_leaves_vllms_bytes_untouched(tmp_path):
     layers, the loss falls, the bytes and quant states vLLM samples with stay bit-identical."""
     from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
-    from arc_submit.llm.engine import EngineSettings, TrainSettings
+    from arc_submit.llm.engine import ModelSettings, TrainSettings
     from arc_submit.llm.hf_engine import HFEngine
 
     source, _, path = four_bit_model("qwen2", tmp_path, vocab=512)  # the tiny tokenizer's vocabulary
@@ -175,7 +175,7 @@ def test_four_bit_lora_training_leaves_vllms_bytes_untouched(tmp_path):
     from arc_submit.llm.tiny import build_tokenizer
 
     tokenizer = build_tokenizer(512)
-    engine = HFEngine(EngineSettings(model=path, device="cpu", dtype="bfloat16"),
+    engine = HFEngine(ModelSettings(model=path, device="cpu", dtype="bfloat16"),
                       model=hf_model_on_tensors(source, PACKED, path), tokenizer=tokenizer)
     pairs = [("1 2 3 4", " 4 3 2 1"), ("5 6 7", " 7 6 5"), ("8 9 1 2", " 2 1 9 8")]
     adapter = engine.train_adapter("t", pairs, TrainSettings(epochs=12, lora_rank=4, lora_alpha=8,

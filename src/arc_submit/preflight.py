@@ -3,7 +3,7 @@ naming the fix; in the rerun it is shouted in the log and the report, and the ru
 worth more than none).
 
 Checked: the challenges load; the model folder is a model (config, weights, tokenizer); the engine's package
-imports; every engine option is an EngineSettings field and every vllm_options key an argument of the installed
+imports; every engine option is a field of ModelSettings or of the engine's own settings and every vllm_options key an argument of the installed
 vLLM; every solver option is one its solver knows; icecuber's options exist and its build answers a real task.
 """
 
@@ -60,13 +60,13 @@ def check_engine(config: RunConfig) -> list[str]:
                 f"(`make wheels`, attached as a dataset) or choose another engine kind"]
     if kind == "none":
         return []
-    from .llm.engine import EngineSettings
+    from .llm.engine import engine_settings
 
     try:
-        settings = EngineSettings.from_options(config.engine.model, **config.engine.options)
+        model_settings, settings = engine_settings(kind, config.engine.model, **config.engine.options)
     except (TypeError, ValueError) as e:
         return [f"engine.options: {e}"]
-    if settings.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+    if model_settings.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
         return [f"engine.options.load_in_4bit: bitsandbytes cannot be imported; install it from the offline wheels "
                 f"(`make wheels` lists it) or set load_in_4bit false"]
     if kind == "vllm" and settings.vllm_options:

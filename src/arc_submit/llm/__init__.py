@@ -1,7 +1,7 @@
 """LLM engines behind one interface (`Engine`), per-task LoRA adapters, and the prompts solvers send.
 
     from arc_submit.llm import make_engine, Sampling, TrainSettings
-    engine = make_engine("hf", "tiny")                       # or ("vllm", "/kaggle/input/model", gpu_memory_utilization=0.8)
+    engine = make_engine("hf", "tiny")                       # or ("vllm", "/kaggle/input/model", load_in_4bit=True)
     adapter = engine.train_adapter(task.id, pairs, TrainSettings(epochs=2), deadline)
     samples = engine.generate(prompts, Sampling(n=8, temperature=1.0, logprobs=True), adapter)
     engine.delete_adapter(adapter)
@@ -14,42 +14,42 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .engine import (LLAMA_LINEAR_MODULES, Adapter, Engine, EngineSettings, Generation, Sampling, TrainSettings,
-                     apply_memory_environment)
+from .engine import (ENGINE_SETTINGS, LLAMA_LINEAR_MODULES, Adapter, Engine, Generation, HFSettings, ModelSettings,
+                     Sampling, TrainSettings, UnslothSettings, VLLMSettings, apply_memory_environment,
+                     engine_settings)
 
-ENGINE_KINDS = ("hf", "vllm", "unsloth")
+ENGINE_KINDS = tuple(ENGINE_SETTINGS)
 
 
 def make_engine(kind: str = "hf", model: str = "tiny", train_seq_len: int = 8192, lora_rank: int = 32,
                 **options) -> Engine:
-    """An engine of `kind` for a local model folder (or "tiny"); options are EngineSettings fields.
+    """An engine of `kind` for a local model folder (or "tiny"); options are ModelSettings fields and the engine's
+    own settings' fields (HFSettings, VLLMSettings, UnslothSettings), checked by name for this kind.
 
     On a GPU the memory plan (memory.py) is made first from the model's config and the GPU's free memory: a plan
     that cannot fit raises MemoryPlanError before any weights load, and vLLM's share is sized from free memory
     unless gpu_memory_utilization was given."""
-    settings = EngineSettings.from_options(model, **options)
-    plan = plan_gpu_memory(kind, settings, train_seq_len, lora_rank)
+    model_settings, settings = engine_settings(kind, model, **options)
+    plan = plan_gpu_memory(kind, model_settings, settings, train_seq_len, lora_rank)
     if plan is not None and plan.vllm_share_gib and "gpu_memory_utilization" not in options:
         settings = replace(settings, gpu_memory_utilization=plan.gpu_memory_utilization)
     if kind == "hf":
         from .hf_engine import HFEngine
-        return HFEngine(settings)
+        return HFEngine(model_settings, settings)
     if kind == "vllm":
         from .vllm_engine import VLLMEngine
-        return VLLMEngine(settings)
-    if kind == "unsloth":
-        from .unsloth_engine import UnslothEngine
-        return UnslothEngine(settings)
-    raise ValueError(f"unknown engine kind {kind!r}; use one of {', '.join(ENGINE_KINDS)}")
+        return VLLMEngine(model_settings, settings)
+    from .unsloth_engine import UnslothEngine
+    return UnslothEngine(model_settings, settings)
 
 
-def plan_gpu_memory(kind: str, settings: EngineSettings, train_seq_len: int, lora_rank: int):
+def plan_gpu_memory(kind: str, model_settings: ModelSettings, settings, train_seq_len: int, lora_rank: int):
     """The memory plan on a CUDA device (logged), or None on a CPU or without a model config to read."""
     import logging
 
     from .memory import ModelShape, make_plan
 
-    if settings.device == "cpu" or kind == "none":
+    if model_settings.device == "cpu":
         return None
     try:
         import torch
@@ -59,17 +59,18 @@ def plan_gpu_memory(kind: str, settings: EngineSettings, train_seq_len: int, lor
         return None
     from .tiny import tiny_model_path
 
-    folder = Path(tiny_model_path() if settings.model == "tiny" else settings.model)
+    folder = Path(tiny_model_path() if model_settings.model == "tiny" else model_settings.model)
     if not (folder / "config.json").is_file():
         return None
     free, total = torch.cuda.mem_get_info()
-    plan = make_plan(kind, ModelShape.from_folder(folder), free, total, max_model_len=settings.max_model_len,
-                     train_seq_len=min(train_seq_len, settings.max_model_len), lora_rank=lora_rank,
-                     four_bit=settings.load_in_4bit, fast_inference=settings.fast_inference,
-                     share_weights=settings.share_weights)
+    plan = make_plan(kind, ModelShape.from_folder(folder), free, total, max_model_len=model_settings.max_model_len,
+                     train_seq_len=min(train_seq_len, model_settings.max_model_len), lora_rank=lora_rank,
+                     four_bit=model_settings.load_in_4bit, fast_inference=getattr(settings, "fast_inference", True),
+                     share_weights=getattr(settings, "share_weights", True))
     logging.getLogger(__name__).info("memory plan: %s", plan.describe())
     return plan
 
 
-__all__ = ["Adapter", "Engine", "EngineSettings", "Generation", "Sampling", "TrainSettings", "LLAMA_LINEAR_MODULES",
-           "ENGINE_KINDS", "apply_memory_environment", "make_engine"]
+__all__ = ["Adapter", "Engine", "Generation", "HFSettings", "ModelSettings", "Sampling", "TrainSettings",
+           "UnslothSettings", "VLLMSettings", "LLAMA_LINEAR_MODULES", "ENGINE_KINDS", "apply_memory_environment",
+           "engine_settings", "make_engine"]

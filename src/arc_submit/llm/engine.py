@@ -1,7 +1,8 @@
 """The engine interface every solver talks to: sample from a model, with or without a per-task LoRA adapter.
 
 Read it like vLLM's public API: a few small value objects (`Sampling`, `TrainSettings`, `Adapter`,
-`Generation`, `EngineSettings`) and one protocol (`Engine`). Adapters follow peft's lifecycle: a named thing
+`Generation`; `ModelSettings` with each engine's own `HFSettings` / `VLLMSettings` / `UnslothSettings`) and one
+protocol (`Engine`). Adapters follow peft's lifecycle: a named thing
 you create (`train_adapter`), use (`generate(..., adapter=)`) and delete (`delete_adapter`). Every adapter
 starts from freshly initialised LoRA weights on top of the base model (LoRA B = 0, so before its first step
 it computes exactly the base model), with a fresh optimizer: nothing of the previous task leaks in.
@@ -133,54 +134,89 @@ class Adapter:
         return self.losses[-1] if self.losses else None
 
 
-@dataclass
-class EngineSettings:
-    """How to load a model. Built from `config.EngineConfig.options`; unknown keys fail by name.
-
-    Memory settings users need on small GPUs live here and in TrainSettings: `expandable_segments` sets
-    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True before CUDA starts (less fragmentation when
-    training and sampling alternate); `swap_space` 0 keeps older vLLM from pinning 4 GiB of host RAM per GPU.
-    """
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model, and how every engine loads it. Built with the engine's own settings by `engine_settings`."""
     model: str = "tiny"  # a local model folder, or "tiny" (built and cached by llm.tiny)
     device: str | None = None  # hf: "cpu" / "cuda" / "cuda:1"; None: cuda when there is one
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
     max_model_len: int = 8192
-    gpu_memory_utilization: float = 0.85  # vllm / unsloth fast_inference: share of GPU memory for weights + KV
-    enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decode)
-    # vllm: batch sizes to capture CUDA graphs for (a decode batch pads up to the next one); None: vLLM's own list
-    # (102 sizes up to 512, captured twice). Powers of two to 512 cover our batches (n samples x views): on an H100
-    # under L4 emulation, 0.5B shape, start-up 61 s instead of 114 s from a cold compile cache, host PSS 2.3 GiB.
-    cudagraph_capture_sizes: tuple[int, ...] | None = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-    enable_prefix_caching: bool = True  # vllm: the task's examples are a shared prefix of every sample
-    swap_space: float = 0  # vllm < 0.11: GiB of pinned host RAM for preempted sequences; 0 keeps host RAM low
-    max_lora_rank: int = 64  # vllm: largest adapter rank it will accept
-    max_loras: int = 1  # vllm: adapters resident in one batch
-    max_num_seqs: int = 512  # vllm: sequences decoded together (n=512 samples of one prompt fit one batch)
-    max_batch_sequences: int = 64  # hf: sequences per generate() call (prompt × samples)
-    expandable_segments: bool = True
     # 4-bit nf4 base weights (bitsandbytes), what an 8B model needs on a 22 GiB L4. vllm: quantization="bitsandbytes"
     # of the bf16 checkpoint as it loads (or a bnb-quantized checkpoint), trained on in place (QLoRA on vLLM's own
     # bytes, shared_weights.py); hf: transformers' BitsAndBytesConfig; unsloth: its own 4-bit load.
     load_in_4bit: bool = False
-    fast_inference: bool = True  # unsloth: sample through its built-in vLLM when vllm is importable
-    adapter_dir: str | None = None  # where adapters are saved for vllm; None: a temp folder in RAM (/dev/shm)
-    # vllm: train on views of vLLM's own weights (one copy per GPU; engine core in this process). False: a second,
-    # transformers copy of the weights for training (train_model, or the same folder).
-    share_weights: bool = True
-    train_model: str | None = None  # vllm with share_weights false: the HF copy to train on; None: same as model
-    vllm_options: dict = field(default_factory=dict)  # vllm: more LLM(...) arguments (quantization, load_format, ...)
+    # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True before CUDA starts: less fragmentation when training and
+    # sampling alternate
+    expandable_segments: bool = True
     seed: int = 0
 
-    @classmethod
-    def from_options(cls, model: str = "tiny", **options) -> "EngineSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown engine option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(model=model, **options)
+
+@dataclass(frozen=True)
+class HFSettings:
+    """transformers + peft (hf_engine.py)."""
+    max_batch_sequences: int = 64  # sequences per generate() call (prompt x samples) and per scoring batch
 
 
-def apply_memory_environment(settings: EngineSettings) -> None:
+@dataclass(frozen=True)
+class VLLMSettings:
+    """vLLM sampling with LoRA training on its weights (vllm_engine.py)."""
+    gpu_memory_utilization: float = 0.85  # share of the card's TOTAL memory for weights + KV (the plan sizes it)
+    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
+    # Batch sizes to capture CUDA graphs for (a decode batch pads up to the next one); None: vLLM's own list (102
+    # sizes up to 512, captured twice). Powers of two to 512 cover our batches (n samples x views): on an H100 under
+    # L4 emulation, 0.5B shape, start-up 61 s instead of 114 s from a cold compile cache, host PSS 2.3 GiB.
+    cudagraph_capture_sizes: tuple[int, ...] | None = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    enable_prefix_caching: bool = True  # the task's examples are a shared prefix of every sample
+    swap_space: float = 0  # vLLM < 0.11: GiB of pinned host RAM for preempted sequences; 0 keeps host RAM low
+    max_lora_rank: int = 64  # largest adapter rank vLLM will accept
+    max_loras: int = 1  # adapters resident in one batch
+    max_num_seqs: int = 512  # sequences decoded together (n=512 samples of one prompt fit one batch)
+    adapter_dir: str | None = None  # where adapters are saved for vLLM; None: a temp folder in RAM (/dev/shm)
+    # Train on views of vLLM's own weights (one copy per GPU; engine core in this process). False: a second,
+    # transformers copy of the weights for training (train_model, or the same folder).
+    share_weights: bool = True
+    train_model: str | None = None  # with share_weights false: the HF copy to train on; None: same as model
+    vllm_options: dict = field(default_factory=dict)  # more LLM(...) arguments (quantization, load_format, ...)
+
+
+@dataclass(frozen=True)
+class UnslothSettings:
+    """unsloth's FastLanguageModel, sampling through its own vLLM when it can (unsloth_engine.py)."""
+    fast_inference: bool = True  # sample through unsloth's built-in vLLM when vllm is importable
+    gpu_memory_utilization: float = 0.85  # its vLLM's share of the card's total memory
+    max_lora_rank: int = 64
+    adapter_dir: str | None = None  # where adapters are saved for its vLLM; None: a temp folder
+    max_batch_sequences: int = 64  # without fast_inference: transformers generate batches, as in HFSettings
+
+
+ENGINE_SETTINGS = {"hf": HFSettings, "vllm": VLLMSettings, "unsloth": UnslothSettings}
+
+
+def engine_settings(kind: str, model: str = "tiny", **options) -> tuple[ModelSettings, object]:
+    """(ModelSettings, the engine's own settings) from one flat dict of options; an option no engine knows, or one
+    that belongs to another engine, fails by name with the options this engine takes."""
+    if kind not in ENGINE_SETTINGS:
+        raise ValueError(f"unknown engine kind {kind!r}; use one of {', '.join(ENGINE_SETTINGS)}")
+    own = ENGINE_SETTINGS[kind]
+    common, specific = _names(ModelSettings), _names(own)
+    unknown = sorted(set(options) - common - specific)
+    if unknown:
+        elsewhere = {n: [k for k, cls in ENGINE_SETTINGS.items() if n in _names(cls)] for n in unknown}
+        said = "; ".join(f"{n} is an option of engine {', '.join(ks)}, not {kind}" if ks else f"{n} is unknown"
+                         for n, ks in elsewhere.items())
+        raise ValueError(f"unknown engine option(s) for engine {kind}: {said}. Engine {kind} takes: "
+                         f"{', '.join(sorted(common | specific))}")
+    if "cudagraph_capture_sizes" in options and options["cudagraph_capture_sizes"] is not None:
+        options = {**options, "cudagraph_capture_sizes": tuple(options["cudagraph_capture_sizes"])}
+    return (ModelSettings(model=model, **{k: v for k, v in options.items() if k in common}),
+            own(**{k: v for k, v in options.items() if k in specific}))
+
+
+def _names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def apply_memory_environment(settings: ModelSettings) -> None:
     """Set allocator options before torch touches CUDA (they are read once, at CUDA's first use)."""
     if settings.expandable_segments:
         conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")

@@ -15,14 +15,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings,
+                     apply_memory_environment)
+from .hf_sampler import HFSampler
 from .tiny import resolve_model
-from .training import TokenizedPair, completion_logprobs, prompt_ids, run_training, tokenize_pair
+from .training import prompt_ids, run_training, tokenize_pair
 
 log = logging.getLogger(__name__)
 
 
-def pick_device_and_dtype(settings: EngineSettings):
+def pick_device_and_dtype(settings: ModelSettings):
     import torch
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -57,33 +59,32 @@ def load_model(path: str, dtype, device, four_bit: bool):
                                                 device_map={"": device})
 
 
-LOGIT_BUDGET = 2 ** 27  # logits (tokens × vocabulary) one scoring batch may hold: 0.5 GiB in fp32
-
 class HFEngine:
     name = "hf"
 
-    def __init__(self, settings: EngineSettings | None = None, model=None, tokenizer=None):
-        """Load `settings.model`, or wrap an already loaded (model, tokenizer), as the vLLM engine's trainer does."""
+    def __init__(self, model_settings: ModelSettings | None = None, settings: HFSettings | None = None, model=None,
+                 tokenizer=None):
+        """Load `model_settings.model`, or wrap an already loaded (model, tokenizer), as the vLLM engine's trainer
+        does."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        self.settings = settings or EngineSettings()
-        apply_memory_environment(self.settings)
-        self.device, self.dtype = pick_device_and_dtype(self.settings)
+        self.model_settings = model_settings or ModelSettings()
+        self.settings = settings or HFSettings()
+        apply_memory_environment(self.model_settings)
+        self.device, self.dtype = pick_device_and_dtype(self.model_settings)
         t0 = time.time()
-        path = resolve_model(self.settings.model)
+        path = resolve_model(self.model_settings.model)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-        if self.tokenizer.pad_token_id is None:  # e.g. Llama-3: pad with EOS; masks keep it out of attention
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "left"  # generation continues right after each prompt
-        self.model = model or load_model(path, self.dtype, self.device, self.settings.load_in_4bit)
+        self.sampler = HFSampler(self.tokenizer, self.device, self.settings.max_batch_sequences)
+        self.model = model or load_model(path, self.dtype, self.device, self.model_settings.load_in_4bit)
         self.model.eval()
         self.model.requires_grad_(False)
         self.peft_model = None  # created with the first adapter; wraps self.model in place
         self.adapters: dict[str, Adapter] = {}
         self._tmp_adapter_dir: str | None = None
         self._closed = False
-        torch.manual_seed(self.settings.seed)
+        torch.manual_seed(self.model_settings.seed)
         log.info("hf engine: %s on %s (%s) in %.1fs", path, self.device, self.dtype, time.time() - t0)
 
     # --- sampling -------------------------------------------------------------------------------------
@@ -106,120 +107,17 @@ class HFEngine:
 
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
-        import torch
-
         self._check_open()
         model, ctx = self._active(adapter)
-        greedy = sampling.temperature == 0
-        per_prompt = 1 if greedy else sampling.n  # greedy samples are all the same text: compute one
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        # Batches of whole prompts (all their samples together); a prompt wanting more samples than one
-        # batch holds is split into several rounds.
-        rounds = []  # (prompt index, samples in this round)
-        cap = max(1, self.settings.max_batch_sequences)
-        for i in range(len(prompts)):
-            left = per_prompt
-            while left > 0:
-                rounds.append((i, min(left, cap)))
-                left -= rounds[-1][1]
-        results: list[list[Generation]] = [[] for _ in prompts]
-        batch: list[tuple[int, int]] = []
-        with ctx, torch.inference_mode():
-            for item in rounds + [None]:
-                if item is not None and (not batch or (sum(k for _, k in batch) + item[1] <= cap
-                                                         and all(k == item[1] for _, k in batch))):
-                    batch.append(item)
-                    continue
-                if batch:
-                    self._generate_batch(model, prompts, batch, sampling, greedy, results)
-                batch = [item] if item is not None else []
-        if greedy and sampling.n > 1:
-            results = [r * sampling.n for r in results]
-        return results
-
-    def _generate_batch(self, model, prompts, batch, sampling, greedy, results):
-        """One generate() call: prompts `batch` (all with the same number of samples per prompt)."""
-        import torch
-
-        per_prompt = batch[0][1]
-        encoded = [prompt_ids(self.tokenizer, prompts[i]) for i, _ in batch]
-        width = max(len(e) for e in encoded)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.device)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
-        kwargs = dict(max_new_tokens=sampling.max_tokens, num_return_sequences=per_prompt,
-                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad)
-        if greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        if sampling.stop:
-            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        new_tokens = out[:, width:].tolist()
-        samples = []
-        for row in new_tokens:
-            eos_at = next((j for j, t in enumerate(row) if t == self.tokenizer.eos_token_id), None)
-            if eos_at is None:  # padding after a stop string, or cut at max_tokens
-                tokens = row
-                while tokens and tokens[-1] == pad and pad != self.tokenizer.eos_token_id:
-                    tokens = tokens[:-1]
-            else:
-                tokens = row[:eos_at + 1]  # EOS counts: its probability says the model meant to stop there
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            finished = eos_at is not None
-            for stop in sampling.stop:
-                if stop in text:
-                    text, finished = text[:text.index(stop)], True
-            samples.append((tokens, text, finished))
-        logprobs = [None] * len(samples)
-        if sampling.logprobs:
-            pairs = [TokenizedPair(encoded[k // per_prompt] + s[0], len(encoded[k // per_prompt]))
-                     for k, s in enumerate(samples)]
-            logprobs = self._logprob_sums(model, pairs)
-        for k, (tokens, text, finished) in enumerate(samples):
-            results[batch[k // per_prompt][0]].append(Generation(text, len(tokens), finished, logprobs[k], tuple(tokens)))
-
-    def _logprob_sums(self, model, pairs: list[TokenizedPair]) -> list[float]:
-        """Teacher-forced log-probabilities of given token sequences, in batches (raw model distribution).
-
-        A batch's logits span every sequence's completion (from the shortest prompt to the longest sequence)
-        times the vocabulary, in fp32 for the log-softmax: 64 scoring pairs with a 150k vocabulary asked for 32 GiB
-        on an H100 once. So pairs go in length order and a batch holds at most LOGIT_BUDGET logits."""
-        vocab = int(getattr(self.model.config, "vocab_size", 0) or len(self.tokenizer))
-        order = sorted(range(len(pairs)), key=lambda i: (pairs[i].n_prompt, len(pairs[i].input_ids)))
-        out: dict[int, float] = {}
-        batch: list[int] = []
-
-        def span(members) -> int:
-            return max(len(pairs[i].input_ids) for i in members) - min(pairs[i].n_prompt for i in members) + 1
-
-        def flush():
-            if batch:
-                sums, _ = completion_logprobs(model, [pairs[i] for i in batch], self.tokenizer.pad_token_id,
-                                              self.device)
-                out.update({i: float(s) for i, s in zip(batch, sums)})
-                batch.clear()
-
-        for i in order:
-            grown = batch + [i]
-            if batch and (len(grown) > max(1, self.settings.max_batch_sequences)
-                          or len(grown) * span(grown) * vocab > LOGIT_BUDGET):
-                flush()
-            batch.append(i)
-        flush()
-        return [out[i] for i in range(len(pairs))]
+        with ctx:
+            return self.sampler.generate(model, prompts, sampling)
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
         """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
-        import torch
-
         self._check_open()
         model, ctx = self._active(adapter)
-        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in pairs]
-        with ctx, torch.inference_mode():
-            return self._logprob_sums(model, tokenized)
+        with ctx:
+            return self.sampler.score(model, pairs)
 
     # --- adapters -------------------------------------------------------------------------------------
 

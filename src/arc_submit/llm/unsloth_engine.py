@@ -10,11 +10,15 @@ tokenizer stay warm between tasks: no per-task model load. Consequences:
 - with fast_inference, each trained adapter is also saved to disk so earlier tasks' adapters stay usable for
   sampling (vLLM LoRARequest); without it, only the latest adapter can be sampled from (an older handle
   raises KeyError naming it).
-Training itself is the shared loop in training.py (completion-only loss, deadline between steps).
+Parts, no inheritance: training is the shared loop in training.py (completion-only loss, deadline between steps);
+sampling is the vLLM sampler both vLLM engines share (vllm_sampler.py) with fast_inference, else the transformers
+sampler the hf engine uses (hf_sampler.py) on the resident model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.util
 import logging
 import shutil
@@ -23,10 +27,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
-from .hf_engine import HFEngine, pick_device_and_dtype
+from .engine import (Adapter, Generation, ModelSettings, Sampling, TrainSettings, UnslothSettings,
+                     apply_memory_environment)
+from .hf_engine import pick_device_and_dtype
+from .hf_sampler import HFSampler, prepare_tokenizer
 from .tiny import resolve_model
-from .training import run_training, tokenize_pair
+from .training import prompt_ids, run_training, tokenize_pair
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +51,41 @@ def import_unsloth():
     return FastLanguageModel
 
 
-class UnslothEngine(HFEngine):
+class UnslothEngine:
     name = "unsloth"
 
-    def __init__(self, settings: EngineSettings | None = None):
-        settings = settings or EngineSettings()
-        apply_memory_environment(settings)
+    def __init__(self, model_settings: ModelSettings | None = None, settings: UnslothSettings | None = None):
+        import torch
+
+        self.model_settings = model_settings or ModelSettings()
+        self.settings = settings or UnslothSettings()
+        apply_memory_environment(self.model_settings)
         FastLanguageModel = import_unsloth()
         self._fast = FastLanguageModel
         t0 = time.time()
-        path = resolve_model(settings.model)
-        self.fast_inference = bool(settings.fast_inference and importlib.util.find_spec("vllm"))
-        _, dtype = pick_device_and_dtype(settings)
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=path, max_seq_length=settings.max_model_len, dtype=dtype, load_in_4bit=settings.load_in_4bit,
-            fast_inference=self.fast_inference, gpu_memory_utilization=settings.gpu_memory_utilization,
-            max_lora_rank=settings.max_lora_rank, local_files_only=True)
-        super().__init__(settings, model=model, tokenizer=tokenizer)
+        path = resolve_model(self.model_settings.model)
+        self.fast_inference = bool(self.settings.fast_inference and importlib.util.find_spec("vllm"))
+        self.device, dtype = pick_device_and_dtype(self.model_settings)
+        self.model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=path, max_seq_length=self.model_settings.max_model_len, dtype=dtype,
+            load_in_4bit=self.model_settings.load_in_4bit, fast_inference=self.fast_inference,
+            gpu_memory_utilization=self.settings.gpu_memory_utilization, max_lora_rank=self.settings.max_lora_rank,
+            local_files_only=True)
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.peft_model = None  # unsloth's peft wrapping, made at the first adapter
+        self.adapters: dict[str, Adapter] = {}
         self._lora_shape: tuple | None = None  # (rank, alpha, targets) of the one resident LoRA
         self._live: str | None = None  # the adapter whose weights are in the LoRA now
-        self._saved_dir = Path(settings.adapter_dir or tempfile.mkdtemp(prefix="arc-unsloth-adapters-"))
-        self.sampler = None  # unsloth's own vLLM, on the same weights, serving saved adapters
-        if self.fast_inference:
+        self._saved_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-unsloth-adapters-"))
+        self._closed = False
+        if self.fast_inference:  # unsloth's own vLLM, on the same weights, serving saved adapters
             from .vllm_sampler import VLLMSampler
 
-            self.sampler = VLLMSampler(lambda inputs, params, lora: model.fast_generate(
-                inputs, sampling_params=params, lora_request=lora, use_tqdm=False), tokenizer)
+            self.sampler = VLLMSampler(lambda inputs, params, lora: self.model.fast_generate(
+                inputs, sampling_params=params, lora_request=lora, use_tqdm=False), self.tokenizer)
+        else:
+            self.sampler = HFSampler(self.tokenizer, self.device, self.settings.max_batch_sequences)
+        torch.manual_seed(self.model_settings.seed)
         log.info("unsloth engine: %s in %.1fs (fast_inference=%s)", path, time.time() - t0, self.fast_inference)
 
     # --- adapters: one resident LoRA, re-initialised per task ------------------------------------------
@@ -89,7 +104,7 @@ class UnslothEngine(HFEngine):
                 self.model, r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                 target_modules=list(settings.target_modules), bias="none",
                 use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
-                random_state=settings.seed, max_seq_length=self.settings.max_model_len)
+                random_state=settings.seed, max_seq_length=self.model_settings.max_model_len)
             self._lora_shape = shape
         elif shape != self._lora_shape:
             raise ValueError(f"adapter {name!r}: unsloth keeps one LoRA per model, created with rank/alpha/targets "
@@ -113,9 +128,9 @@ class UnslothEngine(HFEngine):
             raise ValueError(f"adapter {name!r}: none of the {len(tokenized)} training examples fits max_seq_len="
                              f"{settings.max_seq_len}; raise max_seq_len or shorten prompts")
         self._forget(name)
+        self._fresh_lora(name, settings)  # refuses a different LoRA shape before touching the weights
         if self._live is not None and not self.fast_inference:
-            self.adapters.pop(self._live, None)  # its weights are about to be overwritten
-        self._fresh_lora(name, settings)
+            self.adapters.pop(self._live, None)  # its weights were just overwritten
         self._live = name
         setup_s = time.time() - t0
         result = run_training(self.peft_model, fitting, settings, self.tokenizer.pad_token_id, self.device,
@@ -134,8 +149,6 @@ class UnslothEngine(HFEngine):
         return adapter
 
     def _active(self, adapter: Adapter | None):
-        import contextlib
-
         if adapter is None:
             if self.peft_model is None:
                 return self.model, contextlib.nullcontext()
@@ -147,16 +160,29 @@ class UnslothEngine(HFEngine):
 
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
-        if not self.fast_inference:
-            return super().generate(prompts, sampling, adapter)
         self._check_open()
+        if self.fast_inference:
+            return self.sampler.generate(prompts, sampling, self._served_name(adapter))
+        model, ctx = self._active(adapter)
+        with ctx:
+            return self.sampler.generate(model, prompts, sampling)
+
+    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+        self._check_open()
+        if self.fast_inference:
+            return self.sampler.score(pairs, self._served_name(adapter))
+        model, ctx = self._active(adapter)
+        with ctx:
+            return self.sampler.score(model, pairs)
+
+    def _served_name(self, adapter: Adapter | None) -> str | None:
         if adapter is not None and adapter.name not in self.adapters:
             raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine")
-        return self.sampler.generate(prompts, sampling, None if adapter is None else adapter.name)
+        return None if adapter is None else adapter.name
 
     def _forget(self, name: str):
         known = self.adapters.pop(name, None)
-        if self.sampler is not None:
+        if self.fast_inference:  # the vLLM sampler serves saved adapters by name
             self.sampler.forget(name)
         if known is not None and known.path is not None:
             shutil.rmtree(known.path, ignore_errors=True)
@@ -165,6 +191,25 @@ class UnslothEngine(HFEngine):
         # The resident LoRA is not removed (the next task re-initialises it); its handle and files go.
         self._forget(adapter if isinstance(adapter, str) else adapter.name)
 
+    def count_tokens(self, text: str) -> int:
+        return len(prompt_ids(self.tokenizer, text))
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         shutil.rmtree(self._saved_dir, ignore_errors=True)
-        super().close()
+        self.model = self.peft_model = self.sampler = None
+        self.adapters.clear()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("this engine was closed; create a new one")

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .engine import Adapter, EngineSettings, Generation, Sampling, TrainSettings, apply_memory_environment
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, VLLMSettings,
+                     apply_memory_environment)
 from .tiny import resolve_model
 from .training import prompt_ids
 from .vllm_sampler import VLLMSampler
@@ -62,17 +63,17 @@ def accepted_engine_args(vllm) -> set[str]:
     return names - {"self"}
 
 
-def llm_kwargs(settings: EngineSettings, model_path: str, accepted: set[str]) -> dict:
+def llm_kwargs(model: ModelSettings, settings: VLLMSettings, model_path: str, accepted: set[str]) -> dict:
     """The LLM(...) arguments for these settings, keeping only what this vLLM version accepts."""
     wanted = dict(
-        model=model_path, tokenizer=model_path, dtype="auto" if settings.dtype == "auto" else settings.dtype,
-        seed=settings.seed, gpu_memory_utilization=settings.gpu_memory_utilization,
-        max_model_len=settings.max_model_len, enforce_eager=settings.enforce_eager,
+        model=model_path, tokenizer=model_path, dtype="auto" if model.dtype == "auto" else model.dtype,
+        seed=model.seed, gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_model_len=model.max_model_len, enforce_eager=settings.enforce_eager,
         enable_prefix_caching=settings.enable_prefix_caching, enable_lora=True,
         max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras, max_num_seqs=settings.max_num_seqs,
         swap_space=settings.swap_space,  # only where accepted: older versions pin 4 GiB of host RAM per GPU
         cpu_offload_gb=0)  # weights stay on the GPU: offloading pins host RAM
-    if settings.load_in_4bit:
+    if model.load_in_4bit:
         wanted["quantization"] = "bitsandbytes"  # nf4, quantized as the weights load; shared_weights.py trains on it
     compilation = {}
     if settings.cudagraph_capture_sizes:
@@ -106,17 +107,18 @@ def ram_folder() -> str | None:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, settings: EngineSettings | None = None):
-        self.settings = settings or EngineSettings()
-        apply_memory_environment(self.settings)
+    def __init__(self, model_settings: ModelSettings | None = None, settings: VLLMSettings | None = None):
+        self.model_settings = model_settings or ModelSettings()
+        self.settings = settings or VLLMSettings()
+        apply_memory_environment(self.model_settings)
         # A sampler JIT (FlashInfer) hung the first generate on our test machines; the PyTorch sampler is fine.
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         if self.settings.share_weights:
             engine_core_in_process()
         vllm = import_vllm()
         t0 = time.time()
-        self.model_path = resolve_model(self.settings.model)
-        self.kwargs = llm_kwargs(self.settings, self.model_path, accepted_engine_args(vllm))
+        self.model_path = resolve_model(self.model_settings.model)
+        self.kwargs = llm_kwargs(self.model_settings, self.settings, self.model_path, accepted_engine_args(vllm))
         self.llm = vllm.LLM(**self.kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.sampler = VLLMSampler(lambda inputs, params, lora: self.llm.generate(inputs, params, lora_request=lora,
@@ -153,11 +155,11 @@ class VLLMEngine:
                 from .shared_weights import hf_model_on_vllm_weights
 
                 model = hf_model_on_vllm_weights(self.llm, self.model_path)
-                self.trainer = HFEngine(dataclasses.replace(self.settings, model=self.model_path, device="cuda"),
-                                        model=model)
+                self.trainer = HFEngine(dataclasses.replace(self.model_settings, model=self.model_path, device="cuda"),
+                                        HFSettings(), model=model)
             else:
                 train_path = self.settings.train_model or self.model_path
-                self.trainer = HFEngine(dataclasses.replace(self.settings, model=train_path, device="cuda"))
+                self.trainer = HFEngine(dataclasses.replace(self.model_settings, model=train_path, device="cuda"))
         return self.trainer
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,

@@ -115,8 +115,8 @@ def fit_examples(examples: Sequence[Example], render: Callable[[Sequence[Example
 
 
 def engine_context_tokens(engine) -> int | None:
-    """The model's context length when the engine says (EngineSettings.max_model_len), else None."""
-    settings = getattr(engine, "settings", None)
+    """The model's context length when the engine says (ModelSettings.max_model_len), else None."""
+    settings = getattr(engine, "model_settings", None)
     value = getattr(settings, "max_model_len", None)
     return int(value) if value else None
 

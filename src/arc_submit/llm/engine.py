@@ -224,6 +224,20 @@ def apply_memory_environment(settings: ModelSettings) -> None:
             os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(filter(None, [conf, "expandable_segments:True"]))
 
 
+def release_gpu_memory() -> None:
+    """After an engine dropped its model: collect it now and hand the cached blocks back to the driver, so the next
+    engine in this process (or the memory plan's reading) sees the memory as free."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def deadline_at(deadline) -> float | None:
     """A deadline as time.time() seconds: from None, a float, or an object with `.at`."""
     if deadline is None:

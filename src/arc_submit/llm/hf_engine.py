@@ -7,7 +7,6 @@ model) and gets a new optimizer. Sampling without an adapter runs with all adapt
 
 from __future__ import annotations
 
-import gc
 import logging
 import shutil
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings,
-                     apply_memory_environment)
+                     apply_memory_environment, release_gpu_memory)
 from .hf_sampler import HFSampler
 from .tiny import resolve_model
 from .training import prompt_ids, run_training, tokenize_pair
@@ -216,8 +215,6 @@ class HFEngine:
         return len(prompt_ids(self.tokenizer, text))
 
     def close(self) -> None:
-        import torch
-
         if self._closed:
             return
         self._closed = True
@@ -225,9 +222,7 @@ class HFEngine:
         self.adapters.clear()
         if self._tmp_adapter_dir:
             shutil.rmtree(self._tmp_adapter_dir, ignore_errors=True)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_gpu_memory()
 
     def _check_open(self):
         if self._closed:

@@ -18,7 +18,6 @@ sampler the hf engine uses (hf_sampler.py) on the resident model.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib.util
 import logging
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .engine import (Adapter, Generation, ModelSettings, Sampling, TrainSettings, UnslothSettings,
-                     apply_memory_environment)
+                     apply_memory_environment, release_gpu_memory)
 from .hf_engine import pick_device_and_dtype
 from .hf_sampler import HFSampler, prepare_tokenizer
 from .tiny import resolve_model
@@ -201,14 +200,7 @@ class UnslothEngine:
         shutil.rmtree(self._saved_dir, ignore_errors=True)
         self.model = self.peft_model = self.sampler = None
         self.adapters.clear()
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        release_gpu_memory()
 
     def _check_open(self):
         if self._closed:

@@ -21,7 +21,6 @@ weight offloading to the CPU (`kv_offloading_size`, `cpu_offload_gb`) stay off.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import inspect
 import logging
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, VLLMSettings,
-                     apply_memory_environment)
+                     apply_memory_environment, release_gpu_memory)
 from .tiny import resolve_model
 from .training import prompt_ids
 from .vllm_sampler import VLLMSampler
@@ -200,14 +199,7 @@ class VLLMEngine:
         self.llm = None
         if self._own_adapter_dir:
             shutil.rmtree(self.adapter_dir, ignore_errors=True)
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        release_gpu_memory()
 
     def _check_open(self):
         if self._closed:

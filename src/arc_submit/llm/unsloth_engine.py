@@ -32,6 +32,7 @@ from .hf_engine import pick_device_and_dtype
 from .hf_sampler import HFSampler, prepare_tokenizer
 from .tiny import resolve_model
 from .training import prompt_ids, run_training, tokenize_pair
+from .vllm_sampler import adapter_name
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ class UnslothEngine:
 
             for module in self.peft_model.modules():
                 if isinstance(module, LoraLayer):
-                    for adapter_name in module.lora_A:
-                        module.reset_lora_parameters(adapter_name, True)  # A: kaiming from the seed, B: zeros
+                    for lora_name in module.lora_A:
+                        module.reset_lora_parameters(lora_name, True)  # A: kaiming from the seed, B: zeros
         self._fast.for_training(self.peft_model)
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
@@ -161,7 +162,7 @@ class UnslothEngine:
                  adapter: Adapter | None = None) -> list[list[Generation]]:
         self._check_open()
         if self.fast_inference:
-            return self.sampler.generate(prompts, sampling, self._served_name(adapter))
+            return self.sampler.generate(prompts, sampling, adapter_name(adapter))
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
@@ -169,15 +170,10 @@ class UnslothEngine:
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
         self._check_open()
         if self.fast_inference:
-            return self.sampler.score(pairs, self._served_name(adapter))
+            return self.sampler.score(pairs, adapter_name(adapter))
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.score(model, pairs)
-
-    def _served_name(self, adapter: Adapter | None) -> str | None:
-        if adapter is not None and adapter.name not in self.adapters:
-            raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine")
-        return None if adapter is None else adapter.name
 
     def _forget(self, name: str):
         known = self.adapters.pop(name, None)

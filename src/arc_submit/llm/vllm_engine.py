@@ -34,7 +34,7 @@ from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, T
                      apply_memory_environment, release_gpu_memory)
 from .tiny import resolve_model
 from .training import prompt_ids
-from .vllm_sampler import VLLMSampler
+from .vllm_sampler import VLLMSampler, adapter_name
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,14 @@ class VLLMEngine:
         log.info("vllm engine: %s in %.1fs (vllm %s; %s)", self.model_path, time.time() - t0, vllm.__version__,
                  ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("model", "tokenizer")))
 
-    def _adapter_name(self, adapter: Adapter | None) -> str | None:
-        if adapter is not None and adapter.name not in self.adapters:
-            raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine (deleted, or trained elsewhere)")
-        return None if adapter is None else adapter.name
-
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
         self._check_open()
-        return self.sampler.generate(prompts, sampling, self._adapter_name(adapter))
+        return self.sampler.generate(prompts, sampling, adapter_name(adapter))
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
         self._check_open()
-        return self.sampler.score(pairs, self._adapter_name(adapter))
+        return self.sampler.score(pairs, adapter_name(adapter))
 
     def _trainer(self):
         if self.trainer is None:

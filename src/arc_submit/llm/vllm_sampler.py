@@ -18,6 +18,12 @@ from .training import prompt_ids, tokenize_pair
 log = logging.getLogger(__name__)
 
 
+def adapter_name(adapter) -> str | None:
+    """The name an engine's Adapter handle is served under (None: the base model). Whether it is still served is
+    the sampler's to say: `lora_request` raises KeyError, naming it, before anything is sampled."""
+    return None if adapter is None else adapter.name
+
+
 class VLLMSampler:
     """`generate_fn(inputs, params, lora_request)` is vLLM's `LLM.generate` or an equivalent (unsloth's
     fast_generate); `remove_lora(id)` frees a served adapter where the engine can."""

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import json
 
-from arc_submit.journal import collect, read_events
+import numpy as np
+
+from arc_submit.journal import collect, read_events, input_key
+from arc_submit.tasks import Example, Task
+
+TEST_INPUT = np.array([[5]], dtype=np.int8)
+TASKS = {"a": Task("a", (Example(TEST_INPUT, TEST_INPUT),), (Example(TEST_INPUT),))}
 
 
 def write_journal(folder, name, events):
@@ -16,7 +22,7 @@ def write_journal(folder, name, events):
 
 def candidates(t, grid, snapshot="votes"):
     return {"t": t, "event": "candidates", "task_id": "a", "test_index": 0, "snapshot": snapshot,
-            "candidates": [{"grid": grid, "solver": "s", "count": 1}]}
+            "input": input_key(TEST_INPUT), "candidates": [{"grid": grid, "solver": "s", "count": 1}]}
 
 
 def test_a_retry_on_an_earlier_named_journal_wins(tmp_path):
@@ -29,11 +35,11 @@ def test_a_retry_on_an_earlier_named_journal_wins(tmp_path):
                                          {"t": 6.0, "event": "done", "task_id": "a"}])
     starts = [e["attempt"] for e in read_events(tmp_path) if e["event"] == "start"]
     assert starts == [0, 1]
-    record = collect(tmp_path)["a"]
+    record = collect(tmp_path, TASKS)["a"]
     assert record.status == "done"  # the latest final event, though worker-1's file is read last
     assert [c.grid.tolist() for c in record.candidates[0]] == [[[2]]]  # the later snapshot replaced the earlier
 
 
 def test_each_journal_keeps_its_own_line_order_if_the_clock_stepped_back(tmp_path):
     write_journal(tmp_path, "worker-0", [candidates(5.0, [[1]]), candidates(4.0, [[2]])])
-    assert [c.grid.tolist() for c in collect(tmp_path)["a"].candidates[0]] == [[[2]]]
+    assert [c.grid.tolist() for c in collect(tmp_path, TASKS)["a"].candidates[0]] == [[[2]]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .journal import TaskRecord, collect
+from .journal import ReadStats, TaskRecord, collect
 from .select import Choice, select_attempts
 from .submission import assemble, write_submission
 from .tasks import Task
@@ -31,7 +31,7 @@ class Assembly:
     submission: dict  # {task id: [{"attempt_1": grid, "attempt_2": grid}, ...]}: every task, valid
     choices: dict  # {task id: [[Choice, ...] per test input]}: where each attempt came from
     records: dict  # {task id: TaskRecord}: what the journals say
-
+    read: ReadStats  # the journal lines and files that could not be used
     @property
     def answered(self) -> int:
         """Test inputs with at least one solver's answer (not only the fallback)."""
@@ -48,9 +48,10 @@ def choose(tasks: Mapping[str, Task], records: Mapping[str, TaskRecord], priorit
 
 def assemble_journals(tasks: Mapping[str, Task], journal_dir: str | os.PathLike, priority: Sequence[str],
                       weights: Mapping[str, float] | None = None) -> Assembly:
-    records = collect(journal_dir) if Path(journal_dir).is_dir() else {}
+    stats = ReadStats()
+    records = collect(journal_dir, tasks, stats)
     choices = choose(tasks, records, priority, weights)
-    return Assembly(assemble(tasks, choices), choices, records)
+    return Assembly(assemble(tasks, choices), choices, records, stats)
 
 
 def write_assembly(out_dir: str | os.PathLike, tasks: Mapping[str, Task], priority: Sequence[str],

@@ -8,35 +8,59 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections import Counter
 
 from .tasks import (EMBEDDED_DATASETS, TaskFormatError, load_solutions, load_tasks, read_json_file,
-                    skipped_task_entries)
+                    skipped_task_entries, skipped_test_counts)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SOURCE_HELP = "a Kaggle *_challenges.json file or a dataset name: " + ", ".join(EMBEDDED_DATASETS)
 
 
 def _read_submission(path: str):
+    return read_json_file(path, fix="write it again")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a slice of no tasks checks nothing and passes)."""
     try:
-        return read_json_file(path)
-    except TaskFormatError as e:  # same wording as a bad challenges file, but it is the submission that is wrong
-        raise TaskFormatError(str(e).replace("download it again", "write it again")) from None
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value} (leave the option out for every task)")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (a NaN or infinite limit never comes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return value
 
 
 def add_validate(sub):
     p = sub.add_parser("validate", help="check a submission.json against the challenges (Kaggle's rules)")
     p.add_argument("submission")
     p.add_argument("--challenges", required=True, help=SOURCE_HELP)
-    p.add_argument("--n-tasks", type=int, help="only the first N tasks of the challenges (a dry run's slice)")
+    p.add_argument("--n-tasks", type=positive_int, help="only the first N tasks of the challenges (a dry run's slice)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="the challenges' invalid tasks (a run with --skip-invalid answered each [[0]]) are checked "
+                        "for presence and shape only")
 
 
 def cmd_validate(args) -> int:
     from .submission import validate
 
-    tasks = load_tasks(args.challenges, limit=args.n_tasks)
-    problems = validate(_read_submission(args.submission), tasks)
+    tasks = load_tasks(args.challenges, skip_invalid=args.skip_invalid, limit=args.n_tasks)
+    skipped = skipped_test_counts(args.challenges, tasks) if args.skip_invalid and not args.n_tasks else {}
+    problems = validate(_read_submission(args.submission), tasks, skipped)
     for line in problems:
         print(line)
     if problems:
@@ -51,17 +75,27 @@ def add_score(sub):
     p.add_argument("submission")
     p.add_argument("--solutions", required=True,
                    help="a *_solutions.json file, or a dataset name: " + ", ".join(EMBEDDED_DATASETS))
-    p.add_argument("--n-tasks", type=int, help="only the first N tasks (sorted ids) of the solutions")
+    p.add_argument("--n-tasks", type=positive_int, help="only the first N tasks (sorted ids) of the solutions")
 
 
 def cmd_score(args) -> int:
-    from .submission import score
+    from .submission import score, validate_shape
 
     solutions = load_solutions(args.solutions)
     if args.n_tasks is not None:
         solutions = dict(list(solutions.items())[:args.n_tasks])
-    report = score(_read_submission(args.submission), solutions)
+    submission = _read_submission(args.submission)
+    report = score(submission, solutions)
     print(report.table())
+    # A file Kaggle would reject scores nothing there, whatever its right answers: say so, loudly, and fail.
+    problems = validate_shape(submission, {tid: len(s) for tid, s in solutions.items()},
+                              extra_allowed=args.n_tasks is not None)
+    for line in problems[:20]:
+        print(line)
+    if problems:
+        print(f"INVALID: {len(problems)} problem(s) in {args.submission}: Kaggle would reject it, so the score above "
+              f"is only what its answers would get in a valid file (see `arc-submit validate`)")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -93,21 +127,25 @@ def add_run(sub):
     p.add_argument("--config", help="a YAML file of RunConfig keys (see config.py); defaults otherwise")
     p.add_argument("--challenges", help=SOURCE_HELP)
     p.add_argument("--out", dest="out_dir", help="output folder (re-running with the same folder resumes)")
-    p.add_argument("--n-tasks", type=int, help="only the first N tasks")
+    p.add_argument("--n-tasks", type=positive_int, help="only the first N tasks")
     p.add_argument("--skip-invalid", action="store_true",
                    help="drop tasks that break the ARC rules (each still gets a [[0]] entry) instead of stopping")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over in an --out that holds another run (its outputs move to OUT/replaced-<time>/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, dotted for nested ones (engine.kind=vllm, solver.name=induction)")
 
 
 def cmd_run(args) -> int:
     from .config import ConfigError, load_config
+    from .journal import JournalError
     from .kaggle_env import check_outcome
     from .pipeline import run
-    from .preflight import preflight
+    from .preflight import PreflightError, preflight
 
     overrides = {k: v for k, v in (("challenges", args.challenges), ("out_dir", args.out_dir),
-                                   ("n_tasks", args.n_tasks), ("skip_invalid", args.skip_invalid or None)) if v is not None}
+                                   ("n_tasks", args.n_tasks), ("skip_invalid", args.skip_invalid or None),
+                                   ("fresh", args.fresh or None)) if v is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -118,11 +156,15 @@ def cmd_run(args) -> int:
         overrides[key] = yaml.safe_load(value)
     try:
         config = load_config(args.config, **overrides)
-        preflight(config, strict=True)  # a misspelled option or a missing model stops here, named
-    except ConfigError as e:
+    except ConfigError as e:  # a key or value of the configuration itself
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    result = run(config)
+    try:
+        preflight(config, strict=True)  # a missing model, a bad challenges file, a misspelled option: named
+        result = run(config)
+    except (PreflightError, ConfigError, JournalError) as e:  # what the checks found: exit 1 (module docstring)
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     print(result.summary())
     problems = check_outcome(result, config, strict=False)
     return EXIT_OK if not problems else EXIT_FAILED
@@ -139,25 +181,35 @@ def cmd_assemble(args) -> int:
     from pathlib import Path
 
     from .assembly import write_assembly
-    from .pipeline import RUN_CONFIG_NAME
+    from .config import ConfigError, from_dict
+    from .run_folder import RUN_CONFIG_NAME, RunFolderMismatch, check_same_challenges
     from .submission import validate
 
     out_dir = Path(args.out_dir)
     saved_path = out_dir / RUN_CONFIG_NAME
-    if not (out_dir / "journals").is_dir():
-        print(f"error: {out_dir}: no journals/ folder; give the output folder of an `arc-submit run`", file=sys.stderr)
+    if not (out_dir / "journals").is_dir() or not saved_path.is_file():
+        print(f"error: {out_dir}: no journals/ folder or {RUN_CONFIG_NAME}; give the output folder of an "
+              f"`arc-submit run`", file=sys.stderr)
         return EXIT_FAILED
-    saved = read_json_file(saved_path) if saved_path.exists() else {}
-    challenges = args.challenges or saved.get("challenges")
-    if challenges is None:
-        print(f"error: {saved_path} is missing: pass --challenges", file=sys.stderr)
-        return EXIT_USAGE
-    tasks = load_tasks(challenges, saved.get("solutions"), skip_invalid=saved.get("skip_invalid", False),
-                       limit=saved.get("n_tasks"))
-    priority = args.priority.split(",") if args.priority else saved.get("priority", [])
-    skipped = skipped_task_entries(challenges, tasks) if saved.get("skip_invalid") and not saved.get("n_tasks") else {}
-    result = write_assembly(out_dir, tasks, priority, skipped, saved.get("solver_weights"))
-    problems = validate(result.submission, tasks)
+    try:
+        saved = from_dict(read_json_file(saved_path, fix="re-run into this folder with --fresh"))
+    except ConfigError as e:
+        print(f"error: {saved_path}: not a run configuration ({e}); re-run into this folder with --fresh",
+              file=sys.stderr)
+        return EXIT_FAILED
+    challenges = args.challenges or saved.challenges
+    tasks = load_tasks(challenges, saved.solutions, skip_invalid=saved.skip_invalid, limit=saved.n_tasks)
+    try:
+        check_same_challenges(out_dir, tasks)  # another file's tasks would all get the fallback, silently
+    except RunFolderMismatch as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    priority = args.priority.split(",") if args.priority else saved.priority
+    skipped = skipped_task_entries(challenges, tasks) if saved.skip_invalid and not saved.n_tasks else {}
+    result = write_assembly(out_dir, tasks, priority, skipped, saved.solver_weights)
+    if result.read.describe():
+        print(f"WARNING: journals: {result.read.describe()}")
+    problems = validate(result.submission, tasks, {tid: len(e) for tid, e in skipped.items()})
     for line in problems:
         print(line)
     print(f"{out_dir / 'submission.json'}: {len(tasks)} tasks, {result.answered} test inputs answered by a solver"
@@ -174,10 +226,10 @@ def add_icecuber(sub):
     p.add_argument("--work-dir", default="icecuber-work", help="each run makes a fresh folder in here")
     p.add_argument("--depths", default="2,3,23,33,4",
                    help="depth schedule, comma-separated (default: a depth-2 pass over every task, then safe_run.py's)")
-    p.add_argument("--processes", type=int, default=4, help="programs at once")
-    p.add_argument("--ram-gb", type=float, help="RAM ceiling for all programs together (default: half the machine)")
-    p.add_argument("--time-limit", type=float, help="seconds until every program is stopped (default: no limit)")
-    p.add_argument("--n-tasks", type=int, help="only the first N tasks")
+    p.add_argument("--processes", type=positive_int, default=4, help="programs at once")
+    p.add_argument("--ram-gb", type=positive_float, help="RAM ceiling for all programs together (default: half the machine)")
+    p.add_argument("--time-limit", type=positive_float, help="seconds until every program is stopped (default: no limit)")
+    p.add_argument("--n-tasks", type=positive_int, help="only the first N tasks")
 
 
 def cmd_icecuber(args) -> int:
@@ -262,9 +314,9 @@ def add_execute(sub):
                                        "sibling *_solutions.json, or the dataset's own)")
     p.add_argument("--library", help="folder of modules programs may import (BARC: the one with common.py)")
     p.add_argument("--entry", default="transform", help="the function each program defines (BARC: main)")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per program on all its task's inputs")
-    p.add_argument("--memory-mb", type=int, default=1024, help="memory a program may allocate")
-    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: the usable CPUs)")
+    p.add_argument("--timeout", type=positive_float, default=1.0, help="seconds per program on all its task's inputs")
+    p.add_argument("--memory-mb", type=positive_int, default=1024, help="memory a program may allocate")
+    p.add_argument("--workers", type=positive_int, default=None, help="parallel workers (default: the usable CPUs)")
     p.add_argument("--out", required=True, help="results JSONL")
 
 

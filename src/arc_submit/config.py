@@ -6,6 +6,7 @@ A typo in a key, a wrong type or an impossible value fails before any model load
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,9 @@ class RunConfig:
     emulate_gpu_gib: float | None = None  # tests/benchmarks on big GPUs: leave each card only this much (L4: 22.3)
     seed: int = 0
     dry_run: bool = False
+    # Start over in an out_dir that holds another run (other challenges or settings): its outputs are moved into
+    # out_dir/replaced-<time>/ first. Without it such a folder is refused (run_folder.py).
+    fresh: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     # Several solvers per task, run in this order on the same worker and engine, e.g. [{name: induction, share:
@@ -70,12 +74,11 @@ class RunConfig:
     icecuber: IcecuberConfig = field(default_factory=IcecuberConfig)
 
     def validate(self) -> "RunConfig":
+        for name, (low, inclusive, meaning) in NUMBER_BOUNDS.items():
+            check_number(name, getattr(self, name), low, inclusive, meaning)
         if self.time_limit_s <= self.safety_margin_s:
-            raise ConfigError(f"time_limit_s ({self.time_limit_s}) must exceed safety_margin_s ({self.safety_margin_s})")
-        if self.n_tasks is not None and self.n_tasks < 1:
-            raise ConfigError(f"n_tasks must be at least 1 (or None for all), got {self.n_tasks}")
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"workers must be at least 1 (or None for one per GPU), got {self.workers}")
+            raise ConfigError(f"time_limit_s ({self.time_limit_s}) must exceed safety_margin_s ({self.safety_margin_s}): "
+                              f"the margin is kept back from the limit, so a smaller margin or a longer limit")
         chain = self.solver_chain()  # unknown keys in a solvers entry fail here, by name
         if len({s.name for s in chain}) != len(chain):
             raise ConfigError(f"solvers: each solver once, got {[s.name for s in chain]}")
@@ -97,6 +100,37 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Every number a run reads, with its bound: a NaN deadline never passes, an infinite one never comes, a negative
+# margin pushes the deadline past the limit. (field: (lower bound, bound allowed, what None means or "")).
+NUMBER_BOUNDS = {
+    "time_limit_s": (0, False, ""),
+    "safety_margin_s": (0, True, ""),
+    "max_task_s": (0, False, "no cap"),
+    "workers": (1, True, "one per GPU"),
+    "cpu_workers": (1, True, ""),
+    "n_tasks": (1, True, "every task"),
+    "ram_ceiling_gb": (0, False, "90% of the machine less icecuber's share"),
+    "max_worker_restarts": (0, True, ""),
+    "overrun_grace_s": (0, True, ""),
+    "monitor_interval_s": (0, False, ""),
+    "assemble_every_s": (0, False, ""),
+    "started_at": (0, False, "when run() starts"),
+    "emulate_gpu_gib": (0, False, "no emulation"),
+}
+
+
+def check_number(name: str, value, low: float, inclusive: bool, none_means: str = "") -> None:
+    """ConfigError naming the option unless value is a finite number above `low` (or at it, when inclusive)."""
+    if value is None and none_means:
+        return
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value >= low if inclusive else value > low))
+    if not ok:
+        bound = f"{'at least' if inclusive else 'above'} {low}"
+        raise ConfigError(f"{name}: expected a finite number {bound}, got {value!r}"
+                          + (f" (or null: {none_means})" if none_means else ""))
 
 
 def _coerce(value: Any, hint, key: str):

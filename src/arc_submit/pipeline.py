@@ -19,11 +19,12 @@ from pathlib import Path
 
 import psutil
 
+from . import run_folder
 from .budget import Deadline, run_deadline
 from .config import RunConfig
 from .assembly import Assembly, PeriodicAssembly
-from .fileio import write_json_atomic
-from .journal import Journal, finished_solvers, read_events, settled_task_ids
+from .fileio import safe_file_name
+from .journal import Journal, TaskRecord, collect, finished_solvers, read_events, settled_task_ids
 from .resources import GIB, ResourceMonitor, gpu_memory_used_mib
 from .submission import ScoreReport, score, validate
 from .tasks import Task, load_solutions, load_tasks, skipped_task_entries
@@ -89,9 +90,6 @@ def worker_ram_ceiling(config: RunConfig, total_bytes: int) -> float:
     return max(0.9 * total_bytes - icecuber_share, 0.25 * total_bytes)
 
 
-RUN_CONFIG_NAME = "run-config.json"  # beside the journals: what `arc-submit assemble` needs to re-assemble
-
-
 def _log_to_file(out_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(out_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -102,24 +100,31 @@ def _log_to_file(out_dir: Path) -> logging.Handler:
 
 
 def run(config: RunConfig) -> RunResult:
+    """The whole run (module docstring). Before anything is written: ConfigError for an unusable output folder,
+    TaskFormatError for unusable challenges, RunFolderMismatch for a folder that holds another run."""
     config.validate()
     started = config.started_at or time.time()  # the notebook passes the kernel's start: the limit counts from it
     deadline = run_deadline(config.time_limit_s, config.safety_margin_s, started)
-    out_dir = Path(config.out_dir)
-    (out_dir / "journals").mkdir(parents=True, exist_ok=True)
+    out_dir = run_folder.prepare_out_dir(config.out_dir)
+    tasks = load_tasks(config.challenges, config.solutions, skip_invalid=config.skip_invalid, limit=config.n_tasks)
+    this_run = run_folder.fingerprint(tasks, config)
+    if config.fresh:
+        run_folder.move_old_run_aside(out_dir)
+        run_folder.prepare_out_dir(out_dir)
+    else:
+        run_folder.check_same_run(out_dir, this_run)
+    run_folder.record(out_dir, this_run, config)
     handler = _log_to_file(out_dir)
     try:
-        return _run(config, started, deadline, out_dir)
+        return _run(config, tasks, started, deadline, out_dir)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -> RunResult:
+def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: Deadline, out_dir: Path) -> RunResult:
     journal_dir = out_dir / "journals"
-    tasks = load_tasks(config.challenges, config.solutions, skip_invalid=config.skip_invalid, limit=config.n_tasks)
     log.info("%d tasks from %s; deadline in %.0f s", len(tasks), config.challenges, deadline.remaining())
-    write_json_atomic(out_dir / RUN_CONFIG_NAME, config.to_dict(), indent=1)
     warnings: list[str] = []
     skipped = skipped_task_entries(config.challenges, tasks) if config.skip_invalid and not config.n_tasks else {}
     if skipped:
@@ -128,12 +133,16 @@ def _run(config: RunConfig, started: float, deadline: Deadline, out_dir: Path) -
         log.error("%s", warnings[-1])
     assembly = PeriodicAssembly(out_dir, tasks, config.priority, config.assemble_every_s, skipped=skipped,
                                 weights=config.solver_weights)
-    assembly.now()  # from here on a valid, complete submission.json exists
-    order = tasks_to_solve(tasks, journal_dir, [s.name for s in config.solver_chain()])
+    first = assembly.now()  # from here on a valid, complete submission.json exists
+    records = first.records if first is not None else collect(journal_dir, tasks)
+    order = tasks_to_solve(tasks, records, [s.name for s in config.solver_chain()])
 
     gpus: list[str | None] = visible_gpus()
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
     worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
+    # Every journal this run writes opens now, so a folder in the place of one fails here, named, not in a worker.
+    for name in ["icecuber", "supervisor"] + [f"worker-{i}" for i in range(n_workers)]:
+        Journal(journal_dir, name).close()
     # L4 emulation (tests and benchmarks on bigger cards): the ballast goes on before any worker sees the GPU.
     ballast = _start_ballast(config, worker_gpus)
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
@@ -165,11 +174,11 @@ def _start_ballast(config: RunConfig, worker_gpus: list):
     return Ballast(gpus, config.emulate_gpu_gib)
 
 
-def tasks_to_solve(tasks: dict[str, Task], journal_dir: Path, solvers: list[str]) -> list[str]:
+def tasks_to_solve(tasks: dict[str, Task], records: dict[str, TaskRecord], solvers: list[str]) -> list[str]:
     """Tasks not settled (by every solver of the chain) by an earlier run in this folder, largest first."""
-    settled = settled_task_ids(journal_dir, solvers)
+    settled = settled_task_ids(records, solvers)
     if settled & set(tasks):
-        log.info("resuming: %d task(s) already settled in %s", len(settled & set(tasks)), journal_dir)
+        log.info("resuming: %d task(s) already settled", len(settled & set(tasks)))
     return sorted((t for t in tasks if t not in settled), key=lambda t: (-tasks[t].cost_estimate(), t))
 
 
@@ -183,7 +192,7 @@ def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadlin
 
     def on_answer(task_id: str, test_index: int, ranked) -> None:
         # One snapshot per test input: each answer file replaces icecuber's ranking so far with the merged one.
-        journal.candidates(task_id, test_index, ranked, snapshot="icecuber")
+        journal.candidates(task_id, test_index, tasks[task_id].test[test_index].input, ranked, snapshot="icecuber")
 
     options = {"resume": True, **config.icecuber.options}
     try:
@@ -201,7 +210,7 @@ def _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, 
 
     ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
     pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor,
-                      finished_solvers(journal_dir))
+                      finished_solvers(collect(journal_dir, tasks)))
     bar = tqdm(total=len(order), desc="tasks", unit="task")
 
     def on_tick(p: WorkerPool) -> None:
@@ -245,7 +254,7 @@ def _finish_icecuber(run, deadline: Deadline, journal: Journal, warnings: list[s
         log.exception("icecuber failed; continuing with the answers journaled so far")
     if run.failure is not None:
         warnings.append(run.failure)
-        journal.write("icecuber-failed", "-", error=run.failure)
+        journal.run_event("icecuber-failed", error=run.failure)
 
 
 def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started: float, monitor, out_dir: Path,
@@ -254,6 +263,8 @@ def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started:
     from . import report
 
     problems = validate(final.submission, tasks)
+    if final.read.describe():  # the file was written from what could be read; say what could not
+        warnings.append(f"journals: {final.read.describe()}")
     scored = None
     if all(t.has_solutions for t in tasks.values()) or config.solutions:
         solutions = (load_solutions(config.solutions) if config.solutions
@@ -290,6 +301,6 @@ def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, ou
             attempts = [[e["attempt_1"], e["attempt_2"]] for e in final.submission[tid]]
             sources = [["+".join(c.solvers) for c in picked] + [""] * (2 - len(picked))
                        for picked in final.choices[tid]]
-            report.task_png(tasks[tid], attempts, out_dir / "tasks" / f"{tid}.png", sources)
+            report.task_png(tasks[tid], attempts, out_dir / "tasks" / f"{safe_file_name(tid)}.png", sources)
     except Exception:
         log.exception("writing the report failed (the submission is unaffected)")

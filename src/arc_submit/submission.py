@@ -53,26 +53,37 @@ def assemble(tasks: Mapping[str, Task], choices: Mapping[str, Sequence[Sequence[
     return submission
 
 
-def validate(submission, tasks: Mapping[str, Task]) -> list[str]:
-    """Every problem Kaggle's scorer would trip on, one line each; an empty list means valid."""
+def validate(submission, tasks: Mapping[str, Task], skipped: Mapping[str, int] | None = None,
+             extra_allowed: bool = False) -> list[str]:
+    """Every problem Kaggle's scorer would trip on, one line each; an empty list means valid. skipped: task ids
+    the challenges hold but no Task was made of (skip_invalid) with their test input counts: their entries are
+    checked too. extra_allowed: task ids beyond `tasks` are not problems (scoring a slice of a whole file)."""
+    expected = {tid: len(task.test) for tid, task in tasks.items()}
+    expected.update(skipped or {})
+    return validate_shape(submission, expected, extra_allowed)
+
+
+def validate_shape(submission, expected: Mapping[str, int], extra_allowed: bool = False) -> list[str]:
+    """validate() against {task id: number of test inputs}: all Kaggle's rules need to know of the challenges."""
     if not isinstance(submission, dict):
         return [f"submission is a {type(submission).__name__}, not an object {{task_id: [...]}}"]
     problems = []
-    for task_id in tasks:
+    for task_id in expected:
         if task_id not in submission:
             problems.append(f"task {task_id}: missing (every challenge task needs an entry)")
-    for task_id in submission:
-        if task_id not in tasks:
-            problems.append(f"task {task_id}: not in the challenges (extra task ids are rejected)")
-    for task_id, task in tasks.items():
+    if not extra_allowed:
+        for task_id in submission:
+            if task_id not in expected:
+                problems.append(f"task {task_id}: not in the challenges (extra task ids are rejected)")
+    for task_id, n_tests in expected.items():
         entries = submission.get(task_id)
         if entries is None:
             continue
         if not isinstance(entries, list):
             problems.append(f"task {task_id}: value is a {type(entries).__name__}, not a list of attempt objects")
             continue
-        if len(entries) != len(task.test):
-            problems.append(f"task {task_id}: {len(entries)} entries for {len(task.test)} test inputs")
+        if len(entries) != n_tests:
+            problems.append(f"task {task_id}: {len(entries)} entries for {n_tests} test inputs")
         for i, entry in enumerate(entries):
             where = f"task {task_id}: test {i}"
             if not isinstance(entry, dict):

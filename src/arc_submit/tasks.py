@@ -5,6 +5,7 @@ Grids are numpy int8 arrays inside the package and lists of lists at the edges (
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import indistinct_file_names, safe_file_name
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +105,10 @@ def as_grid(value) -> Grid:
     return np.asarray(value, dtype=np.int8)
 
 
-def is_valid_grid(value) -> bool:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    return grid_problem(value) is None
-
-
 def _parse_task(task_id: str, raw, source: str, solutions: list | None) -> Task:
     def fail(where: str, what: str) -> TaskFormatError:
         return TaskFormatError(f"{source}: task {task_id}: {where} {what}; fix or remove this task "
-                               f"(or pass --skip-invalid to drop invalid tasks with a warning)")
+                               f"(or drop invalid tasks with a warning: --skip-invalid, or skip_invalid: true in the config)")
 
     if not isinstance(raw, dict):
         raise fail("task", "is not an object with 'train' and 'test'")
@@ -146,16 +143,72 @@ def _parse_task(task_id: str, raw, source: str, solutions: list | None) -> Task:
     return Task(task_id, tuple(train), tuple(test))
 
 
-def read_json_file(path: Path):
-    """json.load with an error that names the file and says what to do."""
+# No ARC value needs more digits than this; a 5000-digit number is corruption or an attack (Python refuses to
+# convert one past 4300 digits, with a ValueError that names no file).
+MAX_NUMBER_DIGITS = 100
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _refuse_repeated_keys(pairs):
+    """json's object hook: a key given twice would silently keep the last value (a task id twice: one task lost)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits (ARC grids hold 0..9)")
+    return int(text)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} (not JSON: a writer that emits NaN or Infinity made this file)")
+
+
+def read_json_file(path: str | os.PathLike, fix: str = "download it again"):
+    """The JSON in a file, or a TaskFormatError that names the file, says what is wrong and how to fix it: a
+    missing file, a folder, no permission, bytes that are not UTF-8, a repeated key (a task id twice), a number no
+    grid can hold, nesting deeper than the reader follows, or broken JSON. A UTF-8 byte-order mark is skipped with
+    a warning (RFC 8259 lets readers ignore it; Kaggle's files have none). `fix`: what to do about a corrupt file."""
+    path = Path(path)
     try:
-        with open(path) as f:
-            return json.load(f)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TaskFormatError(f"{path}: no such file; check the path or the Kaggle dataset mounted as input") from None
+    except IsADirectoryError:
+        raise TaskFormatError(f"{path}: is a folder, not a JSON file; give the file inside it "
+                              f"(e.g. {path / 'arc-agi_test_challenges.json'})") from None
+    except OSError as e:
+        raise TaskFormatError(f"{path}: cannot be read ({e.strerror or e}); check that it is a readable file") from None
+    if data.startswith(codecs.BOM_UTF8):
+        log.warning("%s: starts with a UTF-8 byte-order mark; read without it", path)
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TaskFormatError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); the file is "
+                              f"corrupt or in another encoding: save it as UTF-8 JSON, or {fix}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_repeated_keys, parse_int=_bounded_int,
+                          parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise TaskFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                              f"the file is truncated or corrupt, download it again") from None
+                              f"the file is truncated or corrupt, {fix}") from None
+    except _RepeatedKey as e:
+        raise TaskFormatError(f"{path}: key {str(e)!r} appears twice in one object (a task id given twice keeps "
+                              f"only its last task); remove or rename one of them") from None
+    except RecursionError:
+        raise TaskFormatError(f"{path}: nested deeper than any ARC file (the JSON reader gave up); it is not a "
+                              f"challenges, solutions or submission file") from None
+    except ValueError as e:  # from the hooks above
+        raise TaskFormatError(f"{path}: holds {e}; it is not an ARC file, {fix}") from None
 
 
 def parse_tasks(raw_tasks, source: str, raw_solutions=None, skip_invalid: bool = False) -> dict[str, Task]:
@@ -164,6 +217,12 @@ def parse_tasks(raw_tasks, source: str, raw_solutions=None, skip_invalid: bool =
         raise TaskFormatError(f"{source}: expected an object {{task_id: {{train, test}}}}, got {type(raw_tasks).__name__}")
     if raw_solutions is not None and not isinstance(raw_solutions, dict):
         raise TaskFormatError(f"{source}: solutions must be an object {{task_id: [grid, ...]}}")
+    clashes = indistinct_file_names(raw_tasks)
+    if clashes:
+        a, b = clashes[0]
+        raise TaskFormatError(f"{source}: task ids {a!r} and {b!r} map to the same file name "
+                              f"({safe_file_name(a)!r}), so their pictures and adapters would overwrite each other; "
+                              f"rename one of them")
     tasks: dict[str, Task] = {}
     for task_id in sorted(raw_tasks):
         sols = None
@@ -231,9 +290,9 @@ def load_tasks(source: str | os.PathLike, solutions: str | os.PathLike | None = 
     return tasks
 
 
-def skipped_task_entries(source: str | os.PathLike, kept) -> dict[str, list[dict]]:
-    """Submission entries for the tasks of a challenges file that `skip_invalid` dropped: Kaggle rejects a file
-    without every task id, so each gets [[0]] twice per test input (as many as the raw task lists, at least one)."""
+def skipped_test_counts(source: str | os.PathLike, kept) -> dict[str, int]:
+    """{task id: test inputs} for the tasks of a challenges file that `skip_invalid` dropped (as many as the raw
+    task lists, at least one): Kaggle rejects a file without every task id, so each still needs its entries."""
     if str(source) in EMBEDDED_DATASETS:
         return {}
     raw = read_json_file(Path(source))
@@ -241,9 +300,14 @@ def skipped_task_entries(source: str | os.PathLike, kept) -> dict[str, list[dict
     for task_id, value in raw.items():
         if task_id not in kept:
             tests = value.get("test") if isinstance(value, dict) else None
-            n = len(tests) if isinstance(tests, list) and tests else 1
-            out[task_id] = [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in range(n)]
+            out[task_id] = len(tests) if isinstance(tests, list) and tests else 1
     return out
+
+
+def skipped_task_entries(source: str | os.PathLike, kept) -> dict[str, list[dict]]:
+    """Submission entries for the tasks `skip_invalid` dropped: [[0]] twice per test input."""
+    return {task_id: [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in range(n)]
+            for task_id, n in skipped_test_counts(source, kept).items()}
 
 
 def load_solutions(source: str | os.PathLike) -> dict[str, list[Grid]]:

@@ -88,13 +88,17 @@ def accepts_emit(solver) -> bool:
         return False
 
 
-def journal_per_test(journal: Journal, task_id: str, per_test, snapshot: str) -> None:
+def journal_per_test(journal: Journal, task: Task, per_test, snapshot: str) -> None:
     """A solver's candidates, one line per test input; grids that break the ARC rules are dropped and noted."""
+    if len(per_test) != len(task.test):
+        raise ValueError(f"task {task.id}: the solver returned {len(per_test)} candidate lists for "
+                         f"{len(task.test)} test inputs (one list per test input, in order)")
     for test_index, candidates in enumerate(per_test):
         def dropped(why: str, i=test_index) -> None:
-            journal.write("invalid-candidate", task_id, test_index=i, error=why)
-            log.warning("task %s test %d: invalid candidate dropped: %s", task_id, i, why)
-        journal.candidates(task_id, test_index, valid_candidates(candidates, dropped), snapshot=snapshot)
+            journal.write("invalid-candidate", task.id, test_index=i, error=why)
+            log.warning("task %s test %d: invalid candidate dropped: %s", task.id, i, why)
+        journal.candidates(task.id, test_index, task.test[test_index].input, valid_candidates(candidates, dropped),
+                           snapshot=snapshot)
 
 
 def solve_task(task: Task, attempt: int, task_deadline: Deadline, chain, engine, journal: Journal, conn,
@@ -119,7 +123,7 @@ def solve_task(task: Task, attempt: int, task_deadline: Deadline, chain, engine,
         snapshot = f"{spec.name}#{attempt}"
 
         def emit(per_test, snapshot=snapshot) -> None:
-            journal_per_test(journal, task.id, per_test, snapshot)
+            journal_per_test(journal, task, per_test, snapshot)
             conn.send(("emitted", task.id, None))  # the supervisor re-assembles submission.json soon
 
         extra = {"emit": emit} if accepts_emit(solver) else {}
@@ -127,7 +131,7 @@ def solve_task(task: Task, attempt: int, task_deadline: Deadline, chain, engine,
         journal.write("solver-start", task.id, solver=spec.name, allotted_s=round(sub_deadline.remaining(), 2))
         try:
             per_test = solver(task, sub_deadline, engine, **extra, **spec.options)
-            journal_per_test(journal, task.id, per_test, snapshot)
+            journal_per_test(journal, task, per_test, snapshot)
             journal.write("solver-done", task.id, solver=spec.name, seconds=round(time.time() - t0, 3),
                           candidates=sum(len(c) for c in per_test))
             ran.append(spec.name)
@@ -165,13 +169,13 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
         engine = make_engine(config, "cuda" if gpu is not None else "cpu")
         chain = [(spec, resolve_solver(spec.name)) for spec in config.solver_chain()]
     except Exception as e:  # journaled so the report says why; the supervisor restarts us a bounded number of times
-        journal.write("load-failed", "-", traceback=traceback.format_exc(limit=8),
+        journal.run_event("load-failed", traceback=traceback.format_exc(limit=8),
                       error=f"loading the {config.engine.kind} engine for {config.engine.model}: {type(e).__name__}: {e}")
         journal.close()
         raise
     from .solvers.common import drain_notes
 
-    journal.write("ready", "-", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
+    journal.run_event("ready", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
     conn.send(("ready", None, None))
     while True:
         item = conn.recv()  # the supervisor's answer: (task id, attempt, tasks not yet started) or None

@@ -43,14 +43,14 @@ class RunFolderMismatch(ConfigError):
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     """The output folder, created if missing; ConfigError naming it when it is a file or cannot be written."""
     out = Path(out_dir)
+    in_the_way = next((p for p in (out / "journals", out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ConfigError(f"out_dir {out}: a file is in the way ({in_the_way}); give a folder (--out / out_dir)")
     try:
         (out / "journals").mkdir(parents=True, exist_ok=True)
         probe = out / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except FileExistsError:
-        raise ConfigError(f"out_dir {out}: a file is in the way ({out if out.is_file() else out / 'journals'}); "
-                          f"give a folder (--out / out_dir)") from None
     except OSError as e:
         raise ConfigError(f"out_dir {out}: cannot write there ({e.strerror or e}); give a writable folder "
                           f"(--out / out_dir; on Kaggle, /kaggle/working)") from None

@@ -366,14 +366,14 @@ def test_outputs_are_readable_by_the_group_like_any_file(tmp_path, arc2_eval):
 
 def test_skip_invalid_entries_can_be_validated(tmp_path, capsys, arc2_eval):
     good = small_tasks(arc2_eval, 2)
-    raw = {t.id: t.to_json() for t in good}
+    raw = {t.id: t.to_json(with_solutions=True) for t in good}
     raw["badtask1"] = {"train": [{"input": [[12]], "output": [[0]]}], "test": [{"input": [[1]]}, {"input": [[2]]}]}
     path = tmp_path / "x_challenges.json"
     path.write_text(json.dumps(raw))
     out = tmp_path / "out"
     code, _, err = cli_main(capsys, "run", "--challenges", path, "--out", out, "--skip-invalid", "--set",
                             "engine.kind=none", "--set", "solver.name=doubles.solvers:faulty", "--set", "workers=2")
-    assert code == 0, err
+    assert code == 0, (err[-3000:], _)
     submission = out / "submission.json"
     code, stdout, _ = cli_main(capsys, "validate", submission, "--challenges", path, "--skip-invalid")
     assert code == 0 and "valid" in stdout

@@ -1,4 +1,4 @@
-"""The icecuber solver driven against a TEST DOUBLE of its `run` program (tests/doubles/fake_icecuber.py).
+"""The icecuber run driven against a TEST DOUBLE of its `run` program (tests/doubles/fake_icecuber.py).
 
 The real program cannot ship with the tests (it is built from top-quarks/ARC-solution); the double follows its
 contract (folders, command line, answer files) and misbehaves on demand. Real ARC tasks, real subprocesses.
@@ -17,10 +17,9 @@ import numpy as np
 import psutil
 import pytest
 
-from arc_submit.solvers import icecuber_files
-from arc_submit.solvers.icecuber import (DepthStage, IcecuberUnavailable, candidates_to_json, find_program,
-                                         start_run)
-from arc_submit.solvers.icecuber_files import parse_answer_file, parse_grid_text, read_staged_tasks, stage_tasks
+from arc_submit.icecuber import DepthStage, IcecuberUnavailable, candidates_to_json, find_program, start_run
+from arc_submit.icecuber import files as icecuber_files
+from arc_submit.icecuber.files import parse_answer_file, parse_grid_text, read_staged_tasks, stage_tasks
 from arc_submit.tasks import write_challenges
 
 DOUBLE = Path(__file__).parent / "doubles" / "fake_icecuber.py"
@@ -96,7 +95,7 @@ def test_ids_the_program_rejects_get_a_stand_in(tmp_path, arc2_sample):
 
 
 def test_normal_answers_land_on_the_right_test_input(tmp_path, arc2_sample, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     handle, finished = run_to_end(tmp_path, arc2_sample, {"default": "normal"})
     assert finished
     per_test = handle.candidates()
@@ -123,7 +122,7 @@ def test_normal_answers_land_on_the_right_test_input(tmp_path, arc2_sample, capl
 
 
 def test_crash_on_one_test_input_of_a_multi_test_task(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     multi = next(tid for tid, t in small.items() if len(t.test) > 1)
     crashing = next(tid for tid in small if tid != multi)
     handle, finished = run_to_end(tmp_path, small, {"samples": {f"{multi}_1": "crash", crashing: "crash"}},
@@ -146,7 +145,7 @@ def test_crash_on_one_test_input_of_a_multi_test_task(tmp_path, small, caplog):
 
 
 def test_hang_is_stopped_at_the_deadline_and_answers_are_kept(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     hanging = next(iter(small))
     fake = make_fake_icecuber(tmp_path / "icecuber", samples={hanging: "hang"})
     started = time.time()
@@ -175,7 +174,7 @@ def test_hang_past_a_stage_time_cap_is_timed_out(tmp_path, small):
 
 
 def test_memory_growth_past_the_ceiling_is_killed_as_memory_limited(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     greedy = next(iter(small))
     handle, finished = run_to_end(tmp_path, small, {"samples": {greedy: "memory"}}, depths=(3, 4), ram_ceiling_gb=0.25)
     assert finished
@@ -189,7 +188,7 @@ def test_memory_growth_past_the_ceiling_is_killed_as_memory_limited(tmp_path, sm
 
 
 def test_malformed_answer_lines_are_skipped_and_good_ones_kept(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     ids = list(small)
     behaviour = {"samples": {ids[0]: "malformed", ids[1]: "bad-header", ids[2]: "nothing", ids[3]: "silent"}}
     handle, finished = run_to_end(tmp_path, small, behaviour, depths=(3,))
@@ -263,7 +262,7 @@ def test_missing_or_unbuilt_copy_is_a_clear_error(tmp_path, small):
 
 
 def test_a_program_that_cannot_start_is_a_status_not_an_exception(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     broken = tmp_path / "icecuber"
     broken.mkdir()
     (broken / "run").write_text("#!/no/such/interpreter\n")  # like a binary built for another machine

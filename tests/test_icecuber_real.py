@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from arc_submit.journal import read_events
-from arc_submit.solvers.icecuber import start_run
+from arc_submit.icecuber import start_run
 from arc_submit.tasks import load_tasks
 
 DATASET = "arc-agi-1/evaluation"

@@ -17,7 +17,7 @@ run dies the same way, `failure` quotes the program's message.
 Answers are handed to `on_answer` the moment an answer file is read (the pipeline journals them), and every
 run's record goes to runs.jsonl in the work folder; a run started with resume=True in the same work folder keeps
 the runs that finished and their answers, and runs only the rest. The file contract (staging, answer files)
-lives in icecuber_files.py.
+lives in files.py.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import psutil
 
 from ..candidates import Candidate, grid_key
 from ..tasks import Task
-from .icecuber_files import (IcecuberUnavailable, StagedTasks, die_with_parent, find_program, load_staged,
+from .files import (IcecuberUnavailable, StagedTasks, die_with_parent, find_program, load_staged,
                              parse_answer_file, stage_tasks)
 
 __all__ = ["IcecuberUnavailable", "IcecuberRun", "IcecuberRunConfig", "DepthStage", "RunRecord", "start_run",

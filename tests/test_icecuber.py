@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ import pytest
 from arc_submit.icecuber import DepthStage, IcecuberUnavailable, candidates_to_json, find_program, start_run
 from arc_submit.icecuber import files as icecuber_files
 from arc_submit.icecuber.files import parse_answer_file, parse_grid_text, read_staged_tasks, stage_tasks
+from arc_submit.icecuber.records import AnswerPool, RunRecord
+from arc_submit.icecuber.store import ResultStore
 from arc_submit.tasks import write_challenges
 
 DOUBLE = Path(__file__).parent / "doubles" / "fake_icecuber.py"
@@ -296,6 +299,38 @@ def test_answer_file_parsing(tmp_path, small):
     assert parse_grid_text("|" + "0" * 31 + "|") is None and parse_grid_text("||") is None
     path.write_text(f"{tid}_99\n|0| 0.5\n")
     assert parse_answer_file(path, staged).task_id is None  # no such test input
+
+
+def test_answer_pool_merges_depths_and_keeps_the_programs_order_on_ties():
+    a, b, c = (np.full((2, 2), colour, dtype=np.int8) for colour in (1, 2, 3))
+    pool = AnswerPool()
+    for grid, score in ((a, 0.5), (b, 0.5), (c, 0.4)):  # depth 3's answer file, best first
+        pool.add(grid, score, 3)
+    for grid, score in ((c, 0.6), (a.copy(), 0.2)):  # depth 23: c gets better, a again (an equal grid, lower score)
+        pool.add(grid, score, 23)
+    ranked = pool.ranked()
+    assert [int(cand.grid[0, 0]) for cand in ranked] == [3, 1, 2]  # a before b: equal scores, a read first
+    assert [cand.score for cand in ranked] == [0.6, 0.5, 0.5]  # each grid's best score over the depths
+    assert [cand.detail for cand in ranked] == ["depths 3,23; rank 1", "depths 3,23; rank 2", "depths 3; rank 3"]
+    assert {cand.solver for cand in ranked} == {"icecuber"}
+
+
+def test_a_resumed_store_keeps_finished_runs_and_reads_their_answers_again(tmp_path, small):
+    staged = stage_tasks(small, tmp_path / "w")
+    (tid, i), (tid1, i1), (tid2, i2) = staged.samples[:3]
+    staged.answer_path(0, 3).write_text(f"{tid}_{i}\n|12|34| 0.75\nnot an answer\n")
+    lines = [RunRecord(0, 3, tid, i, "stopped"), RunRecord(0, 3, tid, i, "answered", n_answers=1),  # last word wins
+             RunRecord(1, 3, tid1, i1, "deadline"), RunRecord(2, 3, tid2, i2, "crashed", problems=["stderr: x"])]
+    staged.runs_file.write_text("".join(json.dumps(asdict(r)) + "\n" for r in lines) + '{"index": 3, "dep')
+    heard = []
+    store = ResultStore(staged, on_answer=lambda task_id, test_index, ranked: heard.append((task_id, test_index,
+                                                                                             len(ranked))))
+    assert store.keep_finished_runs() == 2
+    assert [(r.index, r.status) for r in store.records()] == [(0, "answered"), (2, "crashed")]
+    assert store.records()[0].problems == []  # reading the file again did not add its problems to the kept record
+    assert len(staged.runs_file.read_text().splitlines()) == 2  # rewritten: the torn line and unfinished runs gone
+    assert heard == [(tid, i, 1)]
+    assert store.candidates()[(tid, i)][0].grid.tolist() == [[1, 2], [3, 4]]
 
 
 def test_cli_runs_icecuber_alone(tmp_path, small):

@@ -1,4 +1,4 @@
-"""The icecuber solver driven against a TEST DOUBLE of its `run` program (tests/doubles/fake_icecuber.py).
+"""The icecuber run driven against a TEST DOUBLE of its `run` program (tests/doubles/fake_icecuber.py).
 
 The real program cannot ship with the tests (it is built from top-quarks/ARC-solution); the double follows its
 contract (folders, command line, answer files) and misbehaves on demand. Real ARC tasks, real subprocesses.
@@ -11,16 +11,18 @@ import logging
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 
-from arc_submit.solvers import icecuber_files
-from arc_submit.solvers.icecuber import (DepthStage, IcecuberUnavailable, candidates_to_json, find_program,
-                                         start_run)
-from arc_submit.solvers.icecuber_files import parse_answer_file, parse_grid_text, read_staged_tasks, stage_tasks
+from arc_submit.icecuber import DepthStage, IcecuberUnavailable, candidates_to_json, find_program, start_run
+from arc_submit.icecuber import files as icecuber_files
+from arc_submit.icecuber.files import parse_answer_file, parse_grid_text, read_staged_tasks, stage_tasks
+from arc_submit.icecuber.records import AnswerPool, RunRecord
+from arc_submit.icecuber.store import ResultStore
 from arc_submit.tasks import write_challenges
 
 DOUBLE = Path(__file__).parent / "doubles" / "fake_icecuber.py"
@@ -96,7 +98,7 @@ def test_ids_the_program_rejects_get_a_stand_in(tmp_path, arc2_sample):
 
 
 def test_normal_answers_land_on_the_right_test_input(tmp_path, arc2_sample, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     handle, finished = run_to_end(tmp_path, arc2_sample, {"default": "normal"})
     assert finished
     per_test = handle.candidates()
@@ -123,7 +125,7 @@ def test_normal_answers_land_on_the_right_test_input(tmp_path, arc2_sample, capl
 
 
 def test_crash_on_one_test_input_of_a_multi_test_task(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     multi = next(tid for tid, t in small.items() if len(t.test) > 1)
     crashing = next(tid for tid in small if tid != multi)
     handle, finished = run_to_end(tmp_path, small, {"samples": {f"{multi}_1": "crash", crashing: "crash"}},
@@ -146,7 +148,7 @@ def test_crash_on_one_test_input_of_a_multi_test_task(tmp_path, small, caplog):
 
 
 def test_hang_is_stopped_at_the_deadline_and_answers_are_kept(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     hanging = next(iter(small))
     fake = make_fake_icecuber(tmp_path / "icecuber", samples={hanging: "hang"})
     started = time.time()
@@ -175,7 +177,7 @@ def test_hang_past_a_stage_time_cap_is_timed_out(tmp_path, small):
 
 
 def test_memory_growth_past_the_ceiling_is_killed_as_memory_limited(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     greedy = next(iter(small))
     handle, finished = run_to_end(tmp_path, small, {"samples": {greedy: "memory"}}, depths=(3, 4), ram_ceiling_gb=0.25)
     assert finished
@@ -189,7 +191,7 @@ def test_memory_growth_past_the_ceiling_is_killed_as_memory_limited(tmp_path, sm
 
 
 def test_malformed_answer_lines_are_skipped_and_good_ones_kept(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     ids = list(small)
     behaviour = {"samples": {ids[0]: "malformed", ids[1]: "bad-header", ids[2]: "nothing", ids[3]: "silent"}}
     handle, finished = run_to_end(tmp_path, small, behaviour, depths=(3,))
@@ -263,7 +265,7 @@ def test_missing_or_unbuilt_copy_is_a_clear_error(tmp_path, small):
 
 
 def test_a_program_that_cannot_start_is_a_status_not_an_exception(tmp_path, small, caplog):
-    caplog.set_level(logging.INFO, logger="arc_submit.solvers.icecuber")
+    caplog.set_level(logging.INFO, logger="arc_submit.icecuber")
     broken = tmp_path / "icecuber"
     broken.mkdir()
     (broken / "run").write_text("#!/no/such/interpreter\n")  # like a binary built for another machine
@@ -297,6 +299,38 @@ def test_answer_file_parsing(tmp_path, small):
     assert parse_grid_text("|" + "0" * 31 + "|") is None and parse_grid_text("||") is None
     path.write_text(f"{tid}_99\n|0| 0.5\n")
     assert parse_answer_file(path, staged).task_id is None  # no such test input
+
+
+def test_answer_pool_merges_depths_and_keeps_the_programs_order_on_ties():
+    a, b, c = (np.full((2, 2), colour, dtype=np.int8) for colour in (1, 2, 3))
+    pool = AnswerPool()
+    for grid, score in ((a, 0.5), (b, 0.5), (c, 0.4)):  # depth 3's answer file, best first
+        pool.add(grid, score, 3)
+    for grid, score in ((c, 0.6), (a.copy(), 0.2)):  # depth 23: c gets better, a again (an equal grid, lower score)
+        pool.add(grid, score, 23)
+    ranked = pool.ranked()
+    assert [int(cand.grid[0, 0]) for cand in ranked] == [3, 1, 2]  # a before b: equal scores, a read first
+    assert [cand.score for cand in ranked] == [0.6, 0.5, 0.5]  # each grid's best score over the depths
+    assert [cand.detail for cand in ranked] == ["depths 3,23; rank 1", "depths 3,23; rank 2", "depths 3; rank 3"]
+    assert {cand.solver for cand in ranked} == {"icecuber"}
+
+
+def test_a_resumed_store_keeps_finished_runs_and_reads_their_answers_again(tmp_path, small):
+    staged = stage_tasks(small, tmp_path / "w")
+    (tid, i), (tid1, i1), (tid2, i2) = staged.samples[:3]
+    staged.answer_path(0, 3).write_text(f"{tid}_{i}\n|12|34| 0.75\nnot an answer\n")
+    lines = [RunRecord(0, 3, tid, i, "stopped"), RunRecord(0, 3, tid, i, "answered", n_answers=1),  # last word wins
+             RunRecord(1, 3, tid1, i1, "deadline"), RunRecord(2, 3, tid2, i2, "crashed", problems=["stderr: x"])]
+    staged.runs_file.write_text("".join(json.dumps(asdict(r)) + "\n" for r in lines) + '{"index": 3, "dep')
+    heard = []
+    store = ResultStore(staged, on_answer=lambda task_id, test_index, ranked: heard.append((task_id, test_index,
+                                                                                             len(ranked))))
+    assert store.keep_finished_runs() == 2
+    assert [(r.index, r.status) for r in store.records()] == [(0, "answered"), (2, "crashed")]
+    assert store.records()[0].problems == []  # reading the file again did not add its problems to the kept record
+    assert len(staged.runs_file.read_text().splitlines()) == 2  # rewritten: the torn line and unfinished runs gone
+    assert heard == [(tid, i, 1)]
+    assert store.candidates()[(tid, i)][0].grid.tolist() == [[1, 2], [3, 4]]
 
 
 def test_cli_runs_icecuber_alone(tmp_path, small):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from arc_submit.journal import read_events
-from arc_submit.solvers.icecuber import start_run
+from arc_submit.icecuber import start_run
 from arc_submit.tasks import load_tasks
 
 DATASET = "arc-agi-1/evaluation"
@@ -128,8 +128,8 @@ def test_two_solvers_and_icecuber_in_one_run_settle_every_task_and_resume_per_so
 
     more = chain.replace("solvers=[", "solvers=[{name: 'doubles.solvers:cost_sleeper'}, ")
     r = subprocess.run([sys.executable, "-m", "arc_submit.cli", "run", *common, "--set", more],
-                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(
-                           Path(__file__).parent)})
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))})
     assert r.returncode == 0, r.stderr[-3000:]
     first_run_ended = max(e["t"] for e in events)
     again = [e for e in read_events(out / "journals") if e["t"] > first_run_ended]

@@ -236,7 +236,7 @@ def cmd_icecuber(args) -> int:
     import time
 
     from .fileio import write_json_atomic
-    from .solvers.icecuber import IcecuberUnavailable, candidates_to_json, start_run
+    from .icecuber import IcecuberUnavailable, candidates_to_json, start_run
 
     tasks = load_tasks(args.challenges, limit=args.n_tasks)
     deadline = time.time() + args.time_limit if args.time_limit else None

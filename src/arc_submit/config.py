@@ -34,7 +34,7 @@ class SolverConfig:
 @dataclass
 class IcecuberConfig:
     dir: str | None = None  # folder of a built copy of the 2020 solution; None: run without it
-    options: dict = field(default_factory=dict)  # forwarded to solvers.icecuber (depths, processes, RAM ceiling)
+    options: dict = field(default_factory=dict)  # forwarded to icecuber.start_run (depths, processes, RAM ceiling)
 
 
 @dataclass

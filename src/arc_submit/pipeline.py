@@ -188,7 +188,7 @@ def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadlin
     the run goes on without it, saying so)."""
     if config.icecuber.dir is None:
         return None
-    from .solvers import icecuber
+    from . import icecuber
 
     def on_answer(task_id: str, test_index: int, ranked) -> None:
         # One snapshot per test input: each answer file replaces icecuber's ranking so far with the merged one.

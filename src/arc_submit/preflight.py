@@ -109,7 +109,7 @@ def check_icecuber(config: RunConfig) -> list[str]:
         return []
     import numpy as np
 
-    from .solvers import icecuber
+    from . import icecuber
     from .tasks import Example, Task
 
     try:

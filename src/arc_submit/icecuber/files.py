@@ -1,4 +1,5 @@
-"""The file contract of the 2020 icecuber program: the built copy, where it reads tasks, what its answers hold.
+"""The file contract of the 2020 icecuber program: the built copy, the work folder, where the program reads
+tasks, what its answers hold.
 
 What the built `run` program does (read from the public top-quarks/ARC-solution sources and checked by driving
 the real build, see tests/test_icecuber_real.py):
@@ -17,17 +18,22 @@ the real build, see tests/test_icecuber_real.py):
 
 Answers are mapped back through the header line of each answer file (what the program says it solved); the
 staging order is kept too, so a run that died without answering is still reported against the right test input.
+
+Beside what the program reads and writes, a run's work folder holds our own files: manifest.json (the staging),
+bin/run (a private executable copy of the program), logs/<index>_<depth>.out|err and runs.jsonl (store.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
+import logging
 import math
 import os
 import re
-import signal
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +42,7 @@ import numpy as np
 from ..fileio import write_json_atomic, write_text_atomic
 from ..tasks import Grid, Task
 
+log = logging.getLogger(__name__)
 
 TASKS_SUBDIR = Path("dataset") / "test"  # relative to the working folder the program runs in
 EVALUATION_LINK = Path("dataset") / "evaluation"  # -> test: what the current public commit reads
@@ -44,6 +51,7 @@ ANSWERS_SUBDIR = Path("output")
 COMPETITION_2020_DIR = Path("/kaggle/input/abstraction-and-reasoning-challenge/test")
 PROGRAM_ID_PATTERN = re.compile(r"[a-z0-9]{8}")
 NOTHING_FOUND_SCORE = -1.0  # with a 1x1 black grid: the program's placeholder when it found no candidate
+CURRENT_WORK_DIR = "current"  # the work folder a resumable run uses under work_root
 
 _HEADER = re.compile(r"([a-z0-9]{8})_(\d+)")
 _GRID = re.compile(r"\|(?:[0-9]+\|)+")
@@ -81,7 +89,8 @@ def answer_file_name(index: int, depth: int) -> str:
 
 @dataclass(frozen=True)
 class StagedTasks:
-    """Where the tasks were written and how the program's sample indices map back to (task id, test index)."""
+    """A run's work folder: where the tasks were written, how the program's sample indices map back to
+    (task id, test index), and where every other file of the run lies."""
     work_dir: Path
     samples: tuple[tuple[str, int], ...]  # program index -> (task id, test index)
     program_ids: dict[str, str]  # the 8-character id the program sees -> our task id
@@ -96,6 +105,22 @@ class StagedTasks:
 
     def answer_path(self, index: int, depth: int) -> Path:
         return self.answers_dir / answer_file_name(index, depth)
+
+    @property
+    def program(self) -> Path:
+        return self.work_dir / "bin" / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.work_dir / "logs"
+
+    def log_path(self, index: int, depth: int, kind: str) -> Path:
+        """kind: 'out' or 'err', the program's stdout or stderr."""
+        return self.logs_dir / f"{index}_{depth}.{kind}"
+
+    @property
+    def runs_file(self) -> Path:
+        return self.work_dir / "runs.jsonl"
 
 
 def program_id_for(task_id: str, taken: set[str]) -> str:
@@ -153,19 +178,30 @@ def load_staged(work_dir: Path, tasks: dict[str, Task]) -> StagedTasks | None:
     return staged
 
 
-try:  # looked up once here: a forked child must not load libraries (another thread may hold the loader's lock)
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):
-    _prctl = None
-PR_SET_PDEATHSIG = 1
+def prepare_work_dir(tasks: dict[str, Task], work_root: Path, resume: bool) -> tuple[StagedTasks, bool]:
+    """A fresh folder under work_root, or (resume) work_root/current when it staged exactly these tasks.
+    Returns the staging and whether it is an earlier run's, whose finished runs may be kept."""
+    if not resume:
+        work_dir = Path(tempfile.mkdtemp(prefix=time.strftime("icecuber-%Y%m%d-%H%M%S-"), dir=work_root))
+        return stage_tasks(tasks, work_dir), False
+    work_dir = work_root / CURRENT_WORK_DIR
+    staged = load_staged(work_dir, tasks)
+    if staged is not None:
+        return staged, True
+    if work_dir.exists():
+        log.warning("icecuber: %s staged other tasks; starting it afresh", work_dir)
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    return stage_tasks(tasks, work_dir), False
 
 
-def die_with_parent() -> None:
-    """In a program just forked (preexec_fn): SIGKILL it when the thread that started it dies, so a killed run
-    never leaves icecuber searching on its own (Linux prctl; elsewhere nothing). Our launching thread kills its
-    programs itself before it ends, so this fires only when the whole process dies."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def install_program(program: Path, staged: StagedTasks) -> None:
+    """A private executable copy in the work folder (Kaggle inputs are read-only and lose the executable bit),
+    and the folder its logs go to."""
+    staged.program.parent.mkdir(exist_ok=True)
+    shutil.copyfile(program, staged.program)
+    staged.program.chmod(0o755)
+    staged.logs_dir.mkdir(exist_ok=True)
 
 
 def read_staged_tasks(staged: StagedTasks) -> dict[str, dict]:

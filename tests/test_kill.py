@@ -30,18 +30,21 @@ N_TASKS = 10
 TESTS_DIR = Path(__file__).parent
 
 
-def run_command(out: Path, icecuber_build: Path, sleep_s: float) -> list[str]:
+def run_command(out: Path, icecuber_build: Path) -> list[str]:
     return [sys.executable, "-m", "arc_submit.cli", "run", "--challenges", DATASET, "--n-tasks", str(N_TASKS),
             "--out", str(out), "--set", "engine.kind=none", "--set", "solver.name=doubles.solvers:emitting_sleeper",
-            "--set", f"solver.options={{sleep_s: {sleep_s}}}", "--set", "workers=2",
+            "--set", "workers=2",
             "--set", "time_limit_s=400", "--set", "safety_margin_s=10", "--set", "assemble_every_s=0.5",
             "--set", "monitor_interval_s=0.5", "--set", "priority=[double, icecuber]",
             "--set", f"icecuber.dir={icecuber_build}", "--set", "icecuber.options={depths: [2, 12, 22], processes: 1}"]
 
 
 def start(out, icecuber_build, sleep_s=3.0) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(run_command(out, icecuber_build, sleep_s), env=env, stdout=subprocess.DEVNULL,
+    """The same run each time (a resume needs the same settings); how long the double works on a task is set
+    through its environment variable, which is not a setting of the run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+           "ARC_DOUBLE_SLEEP_S": str(sleep_s)}
+    return subprocess.Popen(run_command(out, icecuber_build), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -184,7 +187,7 @@ def test_kill_during_assembly_never_leaves_a_broken_file(tmp_path):
     with Journal(tmp_path / "journals", "worker-0") as journal:
         for tid, task in tasks.items():
             for i, ex in enumerate(task.test):
-                journal.candidates(tid, i, [Candidate(ex.output, "double", count=3)] * 20)
+                journal.candidates(tid, i, ex.input, [Candidate(ex.output, "double", count=3)] * 20)
     write_assembly(tmp_path, tasks, ["double"])
     reference = (tmp_path / "submission.json").read_bytes()
     script = ("import sys; from arc_submit.assembly import write_assembly; from arc_submit.tasks import load_tasks\n"

@@ -46,8 +46,9 @@ def faulty(task, deadline, engine, raise_on=(), hang_on=(), exit_on=(), grow_on=
 
 
 def emitting_sleeper(task, deadline, engine, emit=None, sleep_s: float = 1.0, **_):
-    """Emits the true answers at once (as a solver does after its first phase), then works on for sleep_s."""
+    """Emits the true answers at once (as a solver does after its first phase), then works on for sleep_s, or for
+    ARC_DOUBLE_SLEEP_S when that is set: the kill test resumes one run (same settings) at several speeds."""
     if emit is not None:
         emit(_answers(task))
-    time.sleep(sleep_s)
+    time.sleep(float(os.environ.get("ARC_DOUBLE_SLEEP_S", sleep_s)))
     return _answers(task)

@@ -68,7 +68,7 @@ def _bytes_cases(good: bytes) -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.mark.parametrize("case", list(_bytes_cases(b"")))
-@pytest.mark.parametrize("command", ["tasks", "validate", "score"])
+@pytest.mark.parametrize("command", ["tasks", "validate", "score", "run"])
 def test_a_bad_input_file_is_named_with_its_fix(tmp_path, capsys, arc2_eval, case, command):
     good = json.dumps({t.id: t.to_json() for t in small_tasks(arc2_eval, 2)}).encode()
     content, expected = _bytes_cases(good)[case]
@@ -77,7 +77,8 @@ def test_a_bad_input_file_is_named_with_its_fix(tmp_path, capsys, arc2_eval, cas
     submission = tmp_path / "submission.json"
     submission.write_text("{}")
     args = {"tasks": ["tasks", bad], "validate": ["validate", submission, "--challenges", bad],
-            "score": ["score", submission, "--solutions", bad]}[command]
+            "score": ["score", submission, "--solutions", bad],
+            "run": ["run", "--challenges", bad, "--out", tmp_path / "out", "--set", "engine.kind=none"]}[command]
     code, _, err = cli_main(capsys, *args)
     assert code == 1, err
     assert str(bad) in err and expected in err and "Traceback" not in err

@@ -5,8 +5,9 @@ was run on the same tasks with the same answer-changing settings, so the start o
 of both (`run-fingerprint.json`): the challenges (task ids and test inputs) and the settings that decide the
 answers (engine, model, solvers and their options, seed, icecuber). A run or an `assemble` that finds another
 fingerprint refuses, naming both and the fix (another folder, or `--fresh`, which moves the old run aside).
-Time limits, worker counts and the attempt order are left out: a killed run resumed with more time, or
-re-assembled in another order, is the same run.
+Time limits, worker counts, a solver's share of the time and the attempt order are left out: a killed run resumed
+with more time, or re-assembled in another order, is the same run; so is a run with a solver added to the chain
+(the resume runs only the new solver), while a solver removed or given other options refuses.
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ def challenges_fingerprint(tasks: Mapping[str, Task]) -> str:
 
 
 def answer_settings(config: RunConfig) -> dict:
-    """The settings that decide what the solvers answer (see the module docstring for what is left out)."""
+    """The settings that decide what the solvers answer (see the module docstring for what is left out). Solvers
+    by name with their options: a solver's share of the time is time, like the limit."""
     return {"engine": dataclasses.asdict(config.engine),
-            "solvers": [dataclasses.asdict(s) for s in config.solver_chain()],
+            "solvers": {s.name: s.options for s in config.solver_chain()},
             "skip_after_verified": config.skip_after_verified, "seed": config.seed,
             "icecuber": {"used": config.icecuber.dir is not None, "options": config.icecuber.options}}
 
@@ -117,11 +119,15 @@ def _differences(old: Fingerprint, new: Fingerprint) -> list[str]:
     if old.challenges != new.challenges:
         out.append(f"the challenges (recorded: {old.n_tasks} tasks, {old.challenges[:12]}; now: {new.n_tasks} tasks, "
                    f"{new.challenges[:12]})")
-    keys = sorted(set(old.settings) | set(new.settings))
-    changed = [k for k in keys if old.settings.get(k) != new.settings.get(k)]
+    keys = sorted((set(old.settings) | set(new.settings)) - {"solvers"})
+    changed = [(k, old.settings.get(k), new.settings.get(k)) for k in keys if old.settings.get(k) != new.settings.get(k)]
+    # A solver added to the chain is new work on the same answers (the resume runs only it); one removed or run
+    # with other options left answers this run would not give.
+    old_solvers, new_solvers = old.settings.get("solvers", {}), new.settings.get("solvers", {})
+    changed += [(f"solvers.{name}", options, new_solvers.get(name, "not in the chain"))
+                for name, options in old_solvers.items() if new_solvers.get(name) != options]
     if changed:
-        out.append("the settings " + ", ".join(f"{k} (recorded {old.settings.get(k)!r}, now {new.settings.get(k)!r})"
-                                               for k in changed))
+        out.append("the settings " + ", ".join(f"{k} (recorded {was!r}, now {now!r})" for k, was, now in changed))
     return out
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Deadline:
-    """An absolute wall-clock instant (time.time(), so it means the same in every process)."""
+    """An absolute wall-clock instant (time.time(), so it means the same in every process). The one deadline type
+    of the package: solvers, sampling and the engines' training all take it; a float instant is turned into one
+    at the edge (a worker's spawn arguments), never reconciled further in."""
     at: float
 
     @classmethod
@@ -28,6 +30,10 @@ class Deadline:
 
     def earlier(self, other: "Deadline") -> "Deadline":
         return self if self.at <= other.at else other
+
+    def within(self, seconds: float) -> "Deadline":
+        """This deadline, or `seconds` from now if that comes first (a phase's share of what is left)."""
+        return self.earlier(Deadline.in_seconds(seconds))
 
 
 def run_deadline(time_limit_s: float, safety_margin_s: float, started_at: float | None = None) -> Deadline:

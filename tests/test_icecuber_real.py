@@ -128,8 +128,8 @@ def test_two_solvers_and_icecuber_in_one_run_settle_every_task_and_resume_per_so
 
     more = chain.replace("solvers=[", "solvers=[{name: 'doubles.solvers:cost_sleeper'}, ")
     r = subprocess.run([sys.executable, "-m", "arc_submit.cli", "run", *common, "--set", more],
-                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(
-                           Path(__file__).parent)})
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])})
     assert r.returncode == 0, r.stderr[-3000:]
     first_run_ended = max(e["t"] for e in events)
     again = [e for e in read_events(out / "journals") if e["t"] > first_run_ended]

@@ -72,14 +72,15 @@ def task_prompts(engine, seed: int):
 
     from arc_submit.augment import augmentation_set
     from arc_submit.llm import prompts
-    from arc_submit.tasks import Example
+    from arc_submit.solvers import transduction
+    from arc_submit.tasks import Example, Task
 
     rng = np.random.default_rng(seed)
     grids = [rng.integers(0, 10, (10, 10)).astype(np.int8) for _ in range(4)]
     examples = [Example(g, g[:, ::-1].copy()) for g in grids[:3]]
-    pairs = []
-    for aug in augmentation_set(16, rng, n_train=len(examples)):
-        pairs += prompts.leave_one_out_pairs(aug.apply_examples(examples), tokenizer=engine.tokenizer)
+    # Leave-one-out pairs of 16 augmentations, as the transduction solver makes them (no length cap).
+    pairs = transduction.training_pairs(Task("bench", tuple(examples), ()), augmentation_set(16, rng, n_train=3),
+                                        engine, "plain", None, {})
     return pairs, prompts.transduction_prompt(examples, grids[3], tokenizer=engine.tokenizer)
 
 

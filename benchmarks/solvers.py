@@ -110,12 +110,15 @@ def phase_row(label: str, phases: dict, total: float, extra: str) -> str:
 
 def bench_transduction(task, engine, options: dict, budget_s: float) -> tuple[str, dict]:
     from arc_submit.budget import Deadline
-    from arc_submit.solvers import transduction
+    from arc_submit.solvers import SolverContext, transduction
 
-    transduction.run(task, Deadline.in_seconds(budget_s), engine, **{**options, "ttt_steps": 2})  # warm-up
+    context = SolverContext.for_engine(engine)  # as a worker holds it: the warm-up's speed probe carries over
+    solver = transduction.TRANSDUCTION
+    transduction.run(task, Deadline.in_seconds(budget_s), context, solver.make_options({**options, "ttt_steps": 2}))
     t0 = time.time()
-    r = transduction.run(task, Deadline.in_seconds(budget_s), engine, **options)
+    r = transduction.run(task, Deadline.in_seconds(budget_s), context, solver.make_options(options))
     total = time.time() - t0
+    context.close()
     steps = r.adapter.steps if r.adapter else 0
     extra = f"{r.train_pairs} pairs, {steps} steps, {r.samples} samples of {r.tokens} tokens ({r.parsed} grids)"
     return phase_row("transduction", r.phases, total, extra), {"solver": "transduction", "total_s": total,
@@ -125,16 +128,17 @@ def bench_transduction(task, engine, options: dict, budget_s: float) -> tuple[st
 
 def bench_induction(task, engine, options: dict, partitions: list[int], predictions: int, budget_s: float):
     from arc_submit.budget import Deadline
-    from arc_submit.solvers import induction
+    from arc_submit.solvers import SolverContext, induction
 
-    stand_in = PooledProgramTexts(engine)
+    context = SolverContext.for_engine(PooledProgramTexts(engine))  # one warm executor and speed model for all rows
+    solver = induction.INDUCTION
     warm = {**options, "epochs": 2, "predictions_per_epoch": 8}
-    induction.run(task, Deadline.in_seconds(budget_s), stand_in, **warm)
+    induction.run(task, Deadline.in_seconds(budget_s), context, solver.make_options(warm))
     rows, records = [], []
     for parts in partitions:
         opts = {**options, "epochs": parts, "predictions_per_epoch": predictions // parts, "early_stop": False}
         t0 = time.time()
-        r = induction.run(task, Deadline.in_seconds(budget_s), stand_in, **opts)
+        r = induction.run(task, Deadline.in_seconds(budget_s), context, solver.make_options(opts))
         total = time.time() - t0
         label = f"induction {parts}×{predictions // parts} ({parts - 1} learning steps)"
         extra = (f"{r.samples} samples of {r.tokens} tokens, {len(r.programs)} programs, {r.learning_steps} "
@@ -143,6 +147,7 @@ def bench_induction(task, engine, options: dict, partitions: list[int], predicti
         records.append({"solver": "induction", "partitions": parts, "total_s": total, "phases": r.phases,
                         "samples": r.samples, "tokens": r.tokens, "learning_steps": r.learning_steps})
         print(rows[-1], flush=True)
+    context.close()
     return rows, records
 
 

@@ -70,7 +70,7 @@ def test_run_with_a_yaml_config_writes_a_valid_submission(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("challenges: arc-agi-2/evaluation\nn_tasks: 3\nworkers: 2\ntime_limit_s: 120\nsafety_margin_s: 5\n"
                    "engine: {kind: none}\nsolver: {name: 'doubles.solvers:faulty'}\n")
-    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-m", "arc_submit.cli", "run", "--config", str(cfg), "--out",
                         str(tmp_path / "out"), "--set", "solver.options={sleep_s: 0.1}"],
                        capture_output=True, text=True, timeout=180, env=env)

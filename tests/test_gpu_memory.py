@@ -49,7 +49,7 @@ def test_one_copy_engine_starts_every_task_from_the_base_model():
         base = engine.score([(prompt, answer)])[0]
         for task in range(3):
             ex, _ = flip_task(task)
-            pairs = prompts.leave_one_out_pairs(ex, tokenizer=engine.tokenizer)
+            pairs = pairs_of(ex, engine)
             adapter = engine.train_adapter(f"task-{task}", pairs, TrainSettings(epochs=10, max_steps=8, lora_rank=8,
                                                                                 lora_alpha=16, learning_rate=3e-3))
             assert adapter.steps == 8 and adapter.last_loss < adapter.first_loss
@@ -60,3 +60,12 @@ def test_one_copy_engine_starts_every_task_from_the_base_model():
             assert engine.score([(prompt, answer)])[0] == pytest.approx(base, abs=1e-4)  # back to the base
     finally:
         engine.close()
+
+
+def pairs_of(examples, engine):
+    """Leave-one-out training pairs as the transduction solver makes them (the identity view, no length cap)."""
+    from arc_submit.augment import Augmentation
+    from arc_submit.solvers import transduction
+    from arc_submit.tasks import Task
+
+    return transduction.training_pairs(Task("pairs", tuple(examples), ()), [Augmentation()], engine, "plain", None, {})

@@ -389,3 +389,42 @@ def test_skip_invalid_entries_can_be_validated(tmp_path, capsys, arc2_eval):
     assert code == 1 and "task badtask1: 1 entries for 2 test inputs" in stdout
     code, _, err = cli_main(capsys, "validate", submission, "--challenges", path)  # the hint names a real flag
     assert code == 1 and "--skip-invalid" in err
+
+
+def test_adapters_of_hostile_task_ids_stay_in_the_adapter_folder(tmp_path, arc1_train):
+    """An adapter's name is its folder's name: the engines refuse any name that is not a plain file name, and the
+    solvers name adapters through safe_file_name, so a task id `../../x` trains (and saves) inside the folder."""
+    import numpy as np
+
+    from arc_submit.budget import Deadline
+    from arc_submit.llm import TrainSettings, make_engine
+    from arc_submit.solvers import SolverContext
+    from arc_submit.solvers.transduction import TRANSDUCTION
+    from arc_submit.tasks import Example, Task
+
+    engine = make_engine("hf", "tiny", max_batch_sequences=8)
+    try:
+        with pytest.raises(ValueError, match="not a plain file name"):
+            engine.train_adapter("transduction-../../x", [("a", "b")], TrainSettings(max_steps=1))
+        grid = arc1_train["6150a2bd"].train[0].input
+        task = Task("../../ESCAPED", tuple(Example(grid, grid[::-1]) for _ in range(2)), (Example(grid, grid[::-1]),))
+        trained = []
+        original_train = engine.train_adapter
+
+        def train_and_save(name, *args, **kwargs):  # as the vllm engine does: each adapter saved to its folder
+            adapter = original_train(name, *args, **kwargs)
+            trained.append(engine.save_adapter(adapter, tmp_path / "adapters"))
+            return adapter
+
+        engine.train_adapter = train_and_save
+        context = SolverContext.for_engine(engine)
+        options = TRANSDUCTION.make_options(dict(n_augmentations=1, ttt_augmentations=1, ttt_steps=2, lora_rank=4,
+                                                 lora_alpha=8, gradient_checkpointing=False))
+        per_test = TRANSDUCTION.solve(task, Deadline.in_seconds(120), context, options)
+        context.close()
+        assert len(per_test) == 1 and len(trained) == 1
+        path = trained[0].path
+        assert path.parent == tmp_path / "adapters" and path.name.startswith("transduction-ESCAPED-")
+        assert not (tmp_path.parent / "ESCAPED").exists() and not np.any([p.name == "x" for p in tmp_path.rglob("*")])
+    finally:
+        engine.close()

@@ -11,8 +11,10 @@ import pytest
 
 from arc_submit.augment import Augmentation
 from arc_submit.budget import Deadline
+from arc_submit.execution import ExecutionSettings, Executor
 from arc_submit.llm import Sampling, make_engine, prompts
-from arc_submit.solvers import induction
+from arc_submit.solvers import SolverContext, induction
+from arc_submit.solvers.induction import INDUCTION
 from arc_submit.tasks import Example
 from doubles.engines import ScriptedProgramEngine
 
@@ -37,20 +39,36 @@ def mirror_task(arc1_train):
     return task
 
 
-def executed(task, codes, views, epoch=0):
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(ExecutionSettings(**FAST)) as warm:
+        yield warm
+
+
+def executed(task, codes, views, executor, epoch=0):
     sampled = [(code, view) for view in views for code in codes]
-    executor = induction.executor_for(induction.ExecutionSettings(**FAST))
     return induction.execute(task, sampled, epoch, executor, Deadline.in_seconds(60), 2, 1.0)
 
 
-def test_relabelled_data_is_exactly_the_programs_own_task(mirror_task):
+def run(task, deadline, engine, emit=None, **options):
+    """induction.run as a worker calls it: a context for the engine (closed after), options built once."""
+    context = SolverContext.for_engine(engine)
+    if emit is not None:
+        context = context.emitting_to(emit)
+    try:
+        return induction.run(task, deadline, context, INDUCTION.make_options(options))
+    finally:
+        context.close()
+
+
+def test_relabelled_data_is_exactly_the_programs_own_task(mirror_task, executor):
     """Hand check, in a transposed view (dihedral 4) with colours and example order permuted: there the
     upside-down program is the task's own rule (flipping rows of the transpose mirrors the original) and the
     mirror program is not. Each relabels to (view input, program output) pairs in the view's frame and example
     order, with the view's test input, exactly as the sampling prompt shows a task."""
     engine = ScriptedProgramEngine([[]])
     view = Augmentation(dihedral=4, colours=(0, 3, 1, 2, 4, 5, 6, 7, 9, 8), order=(2, 0, 1))
-    programs = executed(mirror_task, [MIRROR, UPSIDE_DOWN, UPSIDE_DOWN_AGAIN, IDENTITY, CRASH], [view])
+    programs = executed(mirror_task, [MIRROR, UPSIDE_DOWN, UPSIDE_DOWN_AGAIN, IDENTITY, CRASH], [view], executor)
     assert [p.exact for p in programs] == [0, 3, 3, 0, 0]
     assert [p.ran_on_train(3) for p in programs] == [True, True, True, True, False]
 
@@ -81,7 +99,7 @@ def test_early_stop_fires_at_two_distinct_answers_from_fitting_programs(mirror_t
     engine = ScriptedProgramEngine([[MIRROR, IDENTITY, CRASH, UPSIDE_DOWN], [MIRROR_UNLESS_SMALL, MIRROR],
                                     [UPSIDE_DOWN]])
     options = dict(epochs=4, predictions_per_epoch=8, prompt_augmentations=2, use_dihedral=False, **FAST)
-    result = induction.run(mirror_task, Deadline.in_seconds(60), engine, **options)
+    result = run(mirror_task, Deadline.in_seconds(60), engine, **options)
 
     assert result.stopped_early and result.epochs_run == 2
     assert engine.rounds_sampled == {0, 1} and result.learning_steps == 1
@@ -101,13 +119,13 @@ def test_early_stop_fires_at_two_distinct_answers_from_fitting_programs(mirror_t
 
     # Without the early stop the same script runs every epoch.
     engine = ScriptedProgramEngine([[MIRROR, IDENTITY], [MIRROR_UNLESS_SMALL, MIRROR], [UPSIDE_DOWN]])
-    result = induction.run(mirror_task, Deadline.in_seconds(60), engine, **{**options, "early_stop": False})
+    result = run(mirror_task, Deadline.in_seconds(60), engine, **{**options, "early_stop": False})
     assert not result.stopped_early and result.epochs_run == 4 and result.learning_steps == 3
 
 
-def test_candidates_rank_by_train_fit_then_votes(mirror_task):
+def test_candidates_rank_by_train_fit_then_votes(mirror_task, executor):
     codes = [MIRROR, MIRROR_UNLESS_SMALL, MIRROR_UNLESS_SMALL, UPSIDE_DOWN, UPSIDE_DOWN, UPSIDE_DOWN]
-    programs = executed(mirror_task, codes, [Augmentation()])
+    programs = executed(mirror_task, codes, [Augmentation()], executor)
     (ranked,) = induction.candidates_from(mirror_task, programs, min_fit=0.0)
     test_input = mirror_task.test[0].input
     # Both fitting answers first (more programs first), the most voted but unfitting one last.
@@ -130,7 +148,7 @@ def tiny_engine():
 
 def test_an_expired_deadline_samples_nothing(mirror_task, tiny_engine):
     """Every epoch checks the deadline before it starts (phase speeds are measured in benchmarks/)."""
-    result = induction.run(mirror_task, Deadline(time.time() - 1), tiny_engine, epochs=2, **FAST)
+    result = run(mirror_task, Deadline(time.time() - 1), tiny_engine, epochs=2, **FAST)
     assert result.samples == 0 and result.epochs_run == 0 and result.programs == []
     assert result.candidates == [[] for _ in mirror_task.test]
 
@@ -140,16 +158,18 @@ def test_hanging_programs_are_cut_and_the_right_one_still_found(mirror_task):
     its answers emitted before the solver returns."""
     emitted = []
     engine = ScriptedProgramEngine([[HANG, MIRROR]])
-    per_test = induction.solve(mirror_task, Deadline.in_seconds(600), engine, emit=emitted.append,
-                               **dict(epochs=1, predictions_per_epoch=4, prompt_augmentations=1, use_dihedral=False,
-                                      **{**FAST, "timeout_s": 0.3}))
+    per_test = run(mirror_task, Deadline.in_seconds(600), engine, emit=emitted.append,
+                   **dict(epochs=1, predictions_per_epoch=4, prompt_augmentations=1, use_dihedral=False,
+                          **{**FAST, "timeout_s": 0.3})).candidates
     grids = lambda per_test: [[c.grid.tolist() for c in cands] for cands in per_test]  # noqa: E731
     assert emitted and grids(emitted[-1]) == grids(per_test)
     for cands, ex in zip(per_test, mirror_task.test):
         assert np.array_equal(cands[0].grid, ex.output)
 
 
-def test_unknown_option_is_named(mirror_task):
-    with pytest.raises(ValueError, match="predictions_per_epok"):
-        induction.solve(mirror_task, Deadline.in_seconds(5), ScriptedProgramEngine([[MIRROR]]),
-                        predictions_per_epok=3)
+def test_options_are_checked_by_name_and_the_executor_settings_are_a_group():
+    with pytest.raises(ValueError, match="induction solver: unknown option.*predictions_per_epok; known: .*entry"):
+        INDUCTION.make_options({"predictions_per_epok": 3})
+    built = INDUCTION.make_options({"entry": "main", "timeout_s": 2, "lora_rank": 16})
+    assert built.execution == ExecutionSettings(entry="main", timeout_s=2.0) and built.train.lora_rank == 16
+    assert INDUCTION.verifies and INDUCTION.training_needs(built).lora_rank == 16

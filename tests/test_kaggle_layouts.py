@@ -195,4 +195,4 @@ def test_discovery_on_both_layouts_and_a_missing_wheels_folder(tmp_path, monkeyp
     # The notebook's prompt_preset reaches every solver of the chain (and a bad one fails by name).
     chained = kaggle_env.notebook_config(out_dir=str(tmp_path / "o"), prompt_preset="compact",
                                          solvers=[{"name": "induction"}, {"name": "transduction"}])
-    assert [s.options["prompt_format"] for s in chained.solver_chain()] == ["compact", "compact"]
+    assert [s.options["prompt_format"] for s in chained.solvers] == ["compact", "compact"]

@@ -57,7 +57,7 @@ def test_vllm_sample_logprobs_agree_with_its_scores(vllm_engine):
 
 def test_vllm_adapter_trains_serves_and_starts_fresh(vllm_engine):
     examples, test_input = synthetic_task(2, n=4)
-    pairs = prompts.leave_one_out_pairs(examples, tokenizer=vllm_engine.tokenizer)
+    pairs = pairs_of(examples, vllm_engine)
     base = vllm_engine.score(pairs)
     trained = vllm_engine.train_adapter("task-a", pairs, TrainSettings(epochs=8, **LORA))
     assert trained.path is not None and (trained.path / "adapter_config.json").exists()
@@ -92,7 +92,7 @@ def check_one_copy_cycle(engine):
     before = {n: p.detach().double().sum().item() for n, p in watched.items()}
     storages = {p.untyped_storage().data_ptr() for p in vllm_model.parameters()}
     examples, test_input = synthetic_task(5, n=4)
-    pairs = prompts.leave_one_out_pairs(examples, tokenizer=engine.tokenizer)
+    pairs = pairs_of(examples, engine)
     prompt = prompts.transduction_prompt(examples, test_input, tokenizer=engine.tokenizer)
     base = engine.score(pairs)
     for task in ("task-1", "task-2"):
@@ -123,7 +123,7 @@ def test_hf_engine_on_gpu_trains_and_samples():
     engine = make_engine("hf", "tiny", device="cuda")
     try:
         examples, test_input = synthetic_task(3, n=4)
-        pairs = prompts.leave_one_out_pairs(examples, tokenizer=engine.tokenizer)
+        pairs = pairs_of(examples, engine)
         adapter = engine.train_adapter("t", pairs, TrainSettings(epochs=6, **LORA))
         assert adapter.losses[-1] < adapter.losses[0]
         prompt = prompts.transduction_prompt(examples, test_input, tokenizer=engine.tokenizer)
@@ -141,7 +141,7 @@ def test_unsloth_engine_trains_a_fresh_adapter_per_task():
     engine = make_engine("unsloth", "tiny", max_model_len=2048, fast_inference=False)
     try:
         examples, _ = synthetic_task(4, n=4)
-        pairs = prompts.leave_one_out_pairs(examples, tokenizer=engine.tokenizer)
+        pairs = pairs_of(examples, engine)
         base = engine.score(pairs)
         a = engine.train_adapter("a", pairs, TrainSettings(epochs=6, **LORA))
         assert a.losses[-1] < a.losses[0]
@@ -149,3 +149,12 @@ def test_unsloth_engine_trains_a_fresh_adapter_per_task():
         assert engine.score(pairs, fresh) == pytest.approx(base, abs=0.5)
     finally:
         engine.close()
+
+
+def pairs_of(examples, engine):
+    """Leave-one-out training pairs as the transduction solver makes them (the identity view, no length cap)."""
+    from arc_submit.augment import Augmentation
+    from arc_submit.solvers import transduction
+    from arc_submit.tasks import Task
+
+    return transduction.training_pairs(Task("pairs", tuple(examples), ()), [Augmentation()], engine, "plain", None, {})

@@ -6,8 +6,11 @@ import time
 
 import pytest
 
+from arc_submit.augment import Augmentation
+from arc_submit.budget import Deadline
 from arc_submit.llm import Sampling, TrainSettings, make_engine, prompts
 from arc_submit.llm.engine import Engine
+from arc_submit.solvers import transduction
 
 FAST_LORA = dict(lora_rank=8, lora_alpha=16, gradient_checkpointing=False)
 
@@ -32,7 +35,8 @@ def other_task(arc1_train, task):
 
 
 def pairs_of(task, engine):
-    return prompts.leave_one_out_pairs(task.train, tokenizer=engine.tokenizer)
+    """Leave-one-out training pairs as the transduction solver makes them (the identity view, no length cap)."""
+    return transduction.training_pairs(task, [Augmentation()], engine, "plain", None, {})
 
 
 def test_engine_follows_the_protocol(engine):
@@ -134,13 +138,12 @@ def test_training_after_other_tasks_equals_training_in_a_fresh_engine(engine, ta
 def test_training_stops_cleanly_at_the_deadline(engine, task):
     pairs = pairs_of(task, engine)
     settings = TrainSettings(epochs=10_000, learning_rate=1e-3, **FAST_LORA)
-    start = time.time()
-    adapter = engine.train_adapter(task.id, pairs, settings, deadline=start + 1.5)
+    adapter = engine.train_adapter(task.id, pairs, settings, deadline=Deadline.in_seconds(1.5))
     assert adapter.stopped_by_deadline and 0 < adapter.steps < settings.planned_steps(len(pairs))
     assert len(adapter.losses) == adapter.steps
     # What it trained is usable.
     assert engine.generate(["Example"], Sampling(max_tokens=4), adapter)[0][0].n_tokens >= 1
-    past = engine.train_adapter("late", pairs, settings, deadline=time.time() - 1)
+    past = engine.train_adapter("late", pairs, settings, deadline=Deadline(time.time() - 1))
     assert past.steps == 0 and past.stopped_by_deadline
     for name in (task.id, "late"):
         engine.delete_adapter(name)

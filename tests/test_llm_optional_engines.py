@@ -102,13 +102,15 @@ class StandInFastLanguageModel:
 
 
 def test_unsloth_engine_logic_on_a_stand_in(monkeypatch, arc1_train):
+    from arc_submit.augment import Augmentation
     from arc_submit.llm import Sampling, TrainSettings, prompts, unsloth_engine
+    from arc_submit.solvers import transduction
 
     monkeypatch.setattr(unsloth_engine, "import_unsloth", lambda: StandInFastLanguageModel)
     engine = make_engine("unsloth", "tiny", device="cpu", fast_inference=False, max_batch_sequences=8)
     try:
         task = min((t for t in arc1_train.values() if len(t.train) >= 3), key=lambda t: t.cost_estimate())
-        pairs = prompts.leave_one_out_pairs(task.train, tokenizer=engine.tokenizer)
+        pairs = transduction.training_pairs(task, [Augmentation()], engine, "plain", None, {})
         lora = dict(lora_rank=8, lora_alpha=16, learning_rate=3e-3, gradient_checkpointing=False)
         base = engine.score(pairs)
         first = engine.train_adapter("a", pairs, TrainSettings(epochs=4, **lora))
@@ -128,3 +130,27 @@ def test_unsloth_engine_logic_on_a_stand_in(monkeypatch, arc1_train):
         engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.score(pairs)
+
+
+def test_unsloth_without_fast_inference_is_predicted_to_prefill_per_sample(monkeypatch):
+    """unsloth without fast_inference samples through transformers' generate, as the hf engine does: the prompt is
+    processed again for every sample. The engine says so, and the sampler's speed model, made for the engine,
+    predicts 8 samples of a 100-token prompt at 8 prefills (vLLM: 1)."""
+    from arc_submit.llm import unsloth_engine
+    from arc_submit.llm.vllm_sampler import VLLMSampler
+    from arc_submit.solvers.sampling import SpeedModel, predict_seconds
+
+    monkeypatch.setattr(unsloth_engine, "import_unsloth", lambda: StandInFastLanguageModel)
+    engine = make_engine("unsloth", "tiny", device="cpu", fast_inference=False)
+    try:
+        assert engine.prefills_per_sample
+        measured = dict(prefill_s=0.01, step_s=1e-6)  # 10 ms per prompt token; decoding all but free
+        speed = SpeedModel.for_engine(engine)
+        speed.prefill_s, speed.step_s = measured["prefill_s"], measured["step_s"]
+        assert predict_seconds(speed, [100], per_prompt=8, max_tokens=1) == pytest.approx(8.0, abs=1e-3)
+        assert predict_seconds(speed, [100], per_prompt=8, max_tokens=1, logprobs=True) == pytest.approx(16.0, abs=1e-3)
+    finally:
+        engine.close()
+    assert VLLMSampler.prefills_per_sample is False  # what the vllm engine, and unsloth with fast_inference, report
+    once = SpeedModel(prefills_per_sample=VLLMSampler.prefills_per_sample, **measured)
+    assert predict_seconds(once, [100], per_prompt=8, max_tokens=1) == pytest.approx(1.0, abs=1e-3)

@@ -70,14 +70,21 @@ def test_transduction_prompt_holds_examples_and_test_input(arc2_sample):
         assert encode_grid(ex.output) in text
 
 
-def test_leave_one_out_pairs_hold_each_example_out_once(arc2_sample):
+def test_training_pairs_hold_each_example_out_once(arc2_sample):
+    """The transduction solver's test-time-training data, for the identity view without a length cap: plain text
+    (no tokenizer, no chat template) so the prompt can be read."""
+    from types import SimpleNamespace
+
+    from arc_submit.augment import Augmentation
+    from arc_submit.solvers import transduction
+
     task = next(iter(arc2_sample.values()))
-    pairs = prompts.leave_one_out_pairs(task.train)
+    plain = SimpleNamespace(tokenizer=None, count_tokens=len)  # all training_pairs asks of an engine here
+    pairs = transduction.training_pairs(task, [Augmentation()], plain, "plain", None, {})
     assert len(pairs) == len(task.train)
     for (prompt, completion), ex in zip(pairs, task.train):
         assert np.array_equal(grid_from_completion(completion), ex.output)
         assert prompt.count("Example ") == len(task.train) - 1
-    assert prompts.leave_one_out_pairs(task.train[:1]) == []
 
 
 def test_induction_prompt_and_code_extraction(arc2_sample):
@@ -110,7 +117,7 @@ def test_a_custom_prompt_format_round_trips_through_the_tiny_model(arc1_train):
 
     from arc_submit.budget import Deadline
     from arc_submit.llm import make_engine
-    from arc_submit.solvers import transduction
+    from arc_submit.solvers import SolverContext, transduction
     from arc_submit.tasks import Example, Task
 
     grid = arc1_train["6150a2bd"].train[0].input
@@ -123,10 +130,11 @@ def test_a_custom_prompt_format_round_trips_through_the_tiny_model(arc1_train):
         text = prompts.transduction_prompt(task.train[:2], grid, fmt, engine.tokenizer)
         assert text.startswith("I 1\n1 ") and "<|im_start|>" not in text  # the layout, rows numbered, no chat
         full = engine.count_tokens(prompts.transduction_prompt(task.train, grid, fmt, engine.tokenizer))
-        result = transduction.run(task, Deadline.in_seconds(600), engine, n_augmentations=1, ttt_augmentations=1,
-                                  ttt_epochs=100, ttt_steps=100, learning_rate=3e-3, lr_schedule="constant",
-                                  lora_rank=8, lora_alpha=16, gradient_checkpointing=False,
-                                  max_prompt_tokens=full - 1, prompt_format=custom)
+        options = transduction.TRANSDUCTION.make_options(dict(
+            n_augmentations=1, ttt_augmentations=1, ttt_epochs=100, ttt_steps=100, learning_rate=3e-3,
+            lr_schedule="constant", lora_rank=8, lora_alpha=16, gradient_checkpointing=False,
+            max_prompt_tokens=full - 1, prompt_format=custom))
+        result = transduction.run(task, Deadline.in_seconds(600), SolverContext.for_engine(engine), options)
         assert np.array_equal(result.candidates[0][0].grid, swapped)  # written as numbered rows, parsed back
     finally:
         engine.close()
@@ -135,4 +143,4 @@ def test_a_custom_prompt_format_round_trips_through_the_tiny_model(arc1_train):
     with pytest.raises(ValueError, match="unknown placeholder"):
         prompts.prompt_format({"test": "{question}"})
     with pytest.raises(ValueError, match="transduction solver: prompt_format 'qwen'"):
-        transduction.solve(task, Deadline.in_seconds(5), engine, prompt_format="qwen")
+        transduction.TRANSDUCTION.make_options({"prompt_format": "qwen"})

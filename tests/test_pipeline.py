@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -247,3 +248,63 @@ def test_a_model_that_cannot_load_does_not_crash_loop(tmp_path):
     assert len([e for e in events if e["event"] == "worker-retired"]) == 2
     assert result.statuses == {"skipped": 3} and result.wall_s < 60
     assert not no_workers_left()
+
+
+def test_a_solver_of_ones_own_is_resolved_checked_journaled_and_resumed(tmp_path):
+    """Adding a solver touches its own module only: `doubles.solvers:toy` is a Solver with its own options
+    dataclass, defined in a test module. The preflight checks its options by name and value, the run journals its
+    answers, and a second run in the same folder starts nothing."""
+    from arc_submit.preflight import PreflightError, preflight
+
+    toy = "doubles.solvers:toy"
+    with pytest.raises(PreflightError, match=r"toy solver: unknown option\(s\) colur; known: colour, height"):
+        preflight(make_config(tmp_path, solver=toy, n_tasks=3, options={"colur": 4}), strict=True)
+    with pytest.raises(PreflightError, match=rf"solver.options of {toy}: toy solver: option colour=12: a colour"):
+        preflight(make_config(tmp_path, solver=toy, n_tasks=3, options={"colour": 12}), strict=True)
+    with pytest.raises(PreflightError, match="doubles.solvers:_toy is a function, not a Solver; wrap it"):
+        preflight(make_config(tmp_path, solver="doubles.solvers:_toy", n_tasks=3), strict=True)
+
+    config = make_config(tmp_path, solver=toy, n_tasks=3, options={"colour": 4, "height": "2"})
+    assert preflight(config, strict=True) == []
+    sub = check_valid_and_complete(run(config), 3)
+    assert {json.dumps(entry["attempt_1"]) for entries in sub.values() for entry in entries} == {"[[4, 4], [4, 4]]"}
+    events = list(read_events(tmp_path / "run" / "journals"))
+    assert sorted(e["task_id"] for e in events if e["event"] == "solver-done" and e["solver"] == toy) == task_ids(3)
+
+    again = run(config)
+    check_valid_and_complete(again, 3)
+    assert len([e for e in read_events(tmp_path / "run" / "journals") if e["event"] == "start"]) == 3
+
+
+def test_votes_survive_a_scoring_phase_that_raises(tmp_path, arc1_train):
+    """The real transduction solver with the tiny model in a worker, re-ranking with scorer augmented, whose
+    scoring raises (doubles.solvers:transduction_scoring_fails: an out-of-memory while scoring): the votes were
+    journaled before scoring began, so the task's trained answer is in submission.json although its solver
+    failed."""
+    from arc_submit.llm import prompts
+    from arc_submit.llm.training import count_tokens
+    from arc_submit.tasks import Example, Task
+    from doubles.engines import tiny_tokenizer
+
+    grid = arc1_train["6150a2bd"].train[0].input  # the learnable task of test_transduction.py
+    low, high = sorted(set(grid.flatten().tolist()))[:2]
+    swapped = np.where(grid == low, high, np.where(grid == high, low, grid))
+    task = Task("c0105a9b", tuple(Example(grid, swapped) for _ in range(3)), (Example(grid, None),))
+    challenges = tmp_path / "swap_challenges.json"
+    challenges.write_text(json.dumps({task.id: task.to_json()}))
+    full = count_tokens(tiny_tokenizer(), prompts.transduction_prompt(task.train, grid, tokenizer=tiny_tokenizer()))
+    learn = dict(n_augmentations=1, ttt_augmentations=1, ttt_epochs=100, ttt_steps=100, learning_rate=3e-3,
+                 lr_schedule="constant", lora_rank=8, lora_alpha=16, gradient_checkpointing=False,
+                 max_prompt_tokens=full - 1, scorer="augmented")
+    config = RunConfig(challenges=str(challenges), out_dir=str(tmp_path / "run"), workers=1, time_limit_s=600,
+                       safety_margin_s=5, engine=EngineConfig(kind="hf", model="tiny"), monitor_interval_s=0.5,
+                       solver=SolverConfig("doubles.solvers:transduction_scoring_fails", learn))
+    result = run(config)
+    events = list(read_events(tmp_path / "run" / "journals"))
+    failed = [e for e in events if e["event"] == "solver-error"]
+    assert len(failed) == 1 and "planted: scoring ran out of memory" in failed[0]["error"]
+    voted = [e for e in events if e["event"] == "candidates" and e["worker"] == "worker-0"]
+    assert voted and voted[0]["t"] < failed[0]["t"] and "augmented" not in voted[0]["candidates"][0]["detail"]
+    assert result.statuses == {"error": 1}
+    submission = json.loads(result.submission_path.read_text())
+    assert submission[task.id][0]["attempt_1"] == swapped.tolist()

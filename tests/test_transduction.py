@@ -12,8 +12,10 @@ from arc_submit.augment import Augmentation
 from arc_submit.budget import Deadline
 from arc_submit.llm import make_engine, prompts
 from arc_submit.llm.engine import Generation
-from arc_submit.solvers import transduction
+from arc_submit.solvers import SolverContext, TrainingNeeds, transduction
+from arc_submit.solvers.transduction import TRANSDUCTION
 from arc_submit.tasks import Example, Task
+from doubles.engines import ScoreReplaced
 
 # Enough for the tiny model to learn one fixed answer in about a second of CPU training.
 LEARN = dict(n_augmentations=1, ttt_augmentations=1, ttt_epochs=100, ttt_steps=100, learning_rate=3e-3,
@@ -25,6 +27,18 @@ def engine():
     e = make_engine("hf", "tiny", max_batch_sequences=32)
     yield e
     e.close()
+
+
+@pytest.fixture(scope="module")
+def context(engine):
+    """As a worker holds it: one per engine, so the sampling speed is probed once for the module."""
+    c = SolverContext.for_engine(engine)
+    yield c
+    c.close()
+
+
+def options(**values):
+    return TRANSDUCTION.make_options(values)
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +54,18 @@ def colour_swap_task(arc1_train):
     return Task("colour-swap-6150a2bd", tuple(Example(grid, swapped) for _ in range(3)), (Example(grid, swapped),))
 
 
-def test_test_time_training_learns_the_answer_the_base_model_misses(engine, colour_swap_task):
+def test_test_time_training_learns_the_answer_the_base_model_misses(engine, context, colour_swap_task):
     task = colour_swap_task
     # Leave-one-out training prompts hold 2 examples; a context cap one token short of the 3-example test prompt
     # makes the solver drop one example there (logged), so the test prompt is the prompt trained on.
     full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
-    options = dict(LEARN, max_prompt_tokens=full - 1)
+    learn = dict(LEARN, max_prompt_tokens=full - 1)
 
-    untrained = transduction.run(task, Deadline.in_seconds(600), engine, **options, ttt=False)
+    untrained = transduction.run(task, Deadline.in_seconds(600), context, options(**learn, ttt=False))
     assert untrained.adapter is None and untrained.samples == 1
     assert not any(np.array_equal(c.grid, task.test[0].output) for c in untrained.candidates[0])
 
-    trained = transduction.run(task, Deadline.in_seconds(600), engine, **options)  # a cap, never reached
+    trained = transduction.run(task, Deadline.in_seconds(600), context, options(**learn))  # a cap, never reached
     assert trained.dropped == {"test examples": 1}
     assert trained.adapter.steps == 100 and trained.adapter.last_loss < trained.adapter.first_loss
     best = trained.candidates[0][0]
@@ -81,32 +95,49 @@ def test_votes_pool_across_views_through_the_inverse_augmentation(arc1_train):
     assert ranked[1].count == 1 and np.array_equal(ranked[1].grid, views[2].invert_grid(wrong))
 
 
-def test_an_expired_deadline_trains_and_samples_nothing(engine, arc2_eval):
+def test_an_expired_deadline_trains_and_samples_nothing(context, arc2_eval):
     """Every phase checks the deadline before it starts (the speed of each phase is measured in benchmarks/)."""
     task = arc2_eval[sorted(arc2_eval)[1]]
-    result = transduction.run(task, Deadline(time.time() - 1), engine)
+    result = transduction.run(task, Deadline(time.time() - 1), context, options())
     assert result.adapter is None and result.samples == 0 and result.tokens == 0
     assert result.candidates == [[] for _ in task.test]
     assert result.train_pairs > 0 and set(result.phases) == {"data prep"}
 
 
-def test_answers_are_emitted_per_test_input_before_returning(engine, colour_swap_task):
-    """A two-test task: the trained answer for each test input, emitted as soon as voting ends, then returned."""
+def test_votes_are_emitted_before_scoring_then_the_reranking(engine, context, colour_swap_task):
+    """A two-test task with the augmented scorer: the votes are emitted (journaled, in a worker) before the first
+    scoring call, so a task killed or out of memory while scoring keeps them; the re-ranked answers follow."""
     task = Task("two-tests", colour_swap_task.train, colour_swap_task.test * 2)
     full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
-    emitted = []
-    per_test = transduction.solve(task, Deadline.in_seconds(600), engine, emit=emitted.append,
-                                  **dict(LEARN, max_prompt_tokens=full - 1, scorer="augmented"))
+    emitted, emitted_when_scored = [], []
+
+    def score(pairs, adapter=None):
+        emitted_when_scored.append(len(emitted))
+        return engine.score(pairs, adapter)
+
+    watched = SolverContext(ScoreReplaced(engine, score), context.speed, emit=emitted.append)
+    per_test = transduction.solve(task, Deadline.in_seconds(600), watched,
+                                  options(**LEARN, max_prompt_tokens=full - 1, scorer="augmented"))
+    assert emitted_when_scored and set(emitted_when_scored) == {1}  # every scoring call came after the votes
     assert len(emitted) == 2  # after voting, then after the augmented re-ranking
-    assert [[c.grid.tolist() for c in cands] for cands in emitted[-1]] == [[c.grid.tolist() for c in cands]
-                                                                          for cands in per_test]
+    votes, reranked = emitted
+    assert all(cands for cands in votes) and not any("augmented" in c.detail for cands in votes for c in cands)
+    assert [[c.grid.tolist() for c in cands] for cands in reranked] == [[c.grid.tolist() for c in cands]
+                                                                       for cands in per_test]
     assert all("augmented log-prob" in cands[0].detail for cands in per_test)
     assert [np.array_equal(cands[0].grid, ex.output) for cands, ex in zip(per_test, task.test)] == [True, True]
 
 
-def test_unknown_option_is_named(engine, colour_swap_task):
-    with pytest.raises(ValueError, match="ttt_stepz"):
-        transduction.solve(colour_swap_task, Deadline.in_seconds(5), engine, ttt_stepz=3)
+def test_options_are_checked_by_name_once():
+    with pytest.raises(ValueError, match="transduction solver: unknown option.*ttt_stepz; known: .*ttt_steps"):
+        options(ttt_stepz=3)
+    with pytest.raises(ValueError, match="scorer='augmnted'; use one of votes, augmented"):
+        options(scorer="augmnted")
+    with pytest.raises(ValueError, match="option ttt_steps=-1 must be at least 0"):
+        options(ttt_steps=-1)
+    built = options(ttt_steps="3", lora_rank=8, target_modules=["q_proj"])  # as YAML and the CLI give them
+    assert (built.ttt_steps, built.train.lora_rank, built.train.target_modules) == (3, 8, ("q_proj",))
+    assert TRANSDUCTION.training_needs(built) == TrainingNeeds(max_seq_len=8192, lora_rank=8)  # for the memory plan
 
 
 def test_augmented_scorer_ranks_the_answer_first_among_plausible_distractors(engine, colour_swap_task):
@@ -134,5 +165,3 @@ def test_augmented_scorer_ranks_the_answer_first_among_plausible_distractors(eng
         assert len({t for t, _, _ in items}) == 1 and len(items) == 4  # every view took part
     finally:
         engine.delete_adapter(adapter)
-    with pytest.raises(ValueError, match="scorer='augmnted'; use one of votes, augmented"):
-        transduction.solve(task, Deadline.in_seconds(5), engine, scorer="augmnted")

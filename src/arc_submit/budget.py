@@ -7,14 +7,22 @@ clock, so it returns to the pool automatically.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Deadline:
-    """An absolute wall-clock instant (time.time(), so it means the same in every process)."""
+    """An absolute wall-clock instant (time.time(), so it means the same in every process). The one deadline type
+    of the package: solvers, sampling and the engines' training all take it; a float instant is turned into one
+    at the edge (a worker's spawn arguments), never reconciled further in."""
     at: float
+
+    def __post_init__(self):
+        # A NaN instant never passes and an infinite one never comes: the overrun kill would never fire.
+        if not math.isfinite(self.at):
+            raise ValueError(f"a deadline must be a finite time.time() instant, got {self.at!r}")
 
     @classmethod
     def in_seconds(cls, seconds: float) -> "Deadline":
@@ -29,11 +37,15 @@ class Deadline:
     def earlier(self, other: "Deadline") -> "Deadline":
         return self if self.at <= other.at else other
 
+    def within(self, seconds: float) -> "Deadline":
+        """This deadline, or `seconds` from now if that comes first (a phase's share of what is left)."""
+        return self.earlier(Deadline.in_seconds(seconds))
+
 
 def run_deadline(time_limit_s: float, safety_margin_s: float, started_at: float | None = None) -> Deadline:
     """The notebook's wall-clock limit minus a margin for assembly, validation and the report."""
-    if safety_margin_s >= time_limit_s:
-        raise ValueError(f"safety margin {safety_margin_s}s leaves nothing of the {time_limit_s}s limit")
+    if not (0 <= safety_margin_s < time_limit_s):  # also False for NaN
+        raise ValueError(f"safety margin {safety_margin_s}s must be at least 0 and below the {time_limit_s}s limit")
     start = time.time() if started_at is None else started_at
     return Deadline(start + time_limit_s - safety_margin_s)
 

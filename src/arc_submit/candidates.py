@@ -1,4 +1,6 @@
-"""The answers solvers propose, as values: `Candidate` (one grid for one test input) and `grid_key`.
+"""The answers solvers propose, as values: `Candidate` (one grid for one test input), `grid_key`, and
+`ranked_by_grid`, the one way proposals of equal grids are pooled and ranked (transduction's votes, induction's
+programs, selection across solvers).
 
 A Candidate is validated when it is made: a grid that breaks the ARC rules (a colour 12, 31 rows, ragged rows,
 an empty grid) raises InvalidCandidate naming the solver and the rule, so it can never reach selection or the
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Generic, Iterable, TypeVar
 
 import numpy as np
 
@@ -23,6 +26,31 @@ def grid_key(grid: Grid) -> tuple:
     """Hashable identity of a grid: equal grids (same shape, same cells) have equal keys."""
     g = np.asarray(grid, dtype=np.int8)
     return (g.shape, g.tobytes())
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class GridGroup(Generic[T]):
+    """Every proposal of one grid: what produced it (samples, programs, candidates), in the order they came."""
+    key: tuple  # grid_key of the grid
+    grid: np.ndarray  # int8
+    members: tuple[T, ...]
+
+
+def ranked_by_grid(proposals: Iterable[tuple[Grid, T]], rank: Callable[[GridGroup[T]], tuple]) -> list[GridGroup[T]]:
+    """Proposals (grid, what proposed it) pooled by equal grid, best first: by rank(group) ascending, then by the
+    grid's bytes, so the same proposals always rank the same whatever order they came in."""
+    grids: dict[tuple, np.ndarray] = {}
+    members: dict[tuple, list[T]] = {}
+    for grid, member in proposals:
+        key = grid_key(grid)
+        if key not in grids:
+            grids[key], members[key] = np.asarray(grid, dtype=np.int8), []
+        members[key].append(member)
+    groups = [GridGroup(key, grids[key], tuple(members[key])) for key in grids]
+    return sorted(groups, key=lambda g: (*rank(g), g.key))
 
 
 def checked_grid(grid, solver: str = "?") -> np.ndarray:
@@ -63,10 +91,6 @@ class Candidate:
             raise InvalidCandidate(f"{self.solver}: vote count {self.count} is negative")
         if self.support is not None and not 0.0 <= float(self.support) <= 1.0:
             raise InvalidCandidate(f"{self.solver}: support {self.support!r} is outside 0..1")
-
-    @property
-    def key(self) -> tuple:
-        return grid_key(self.grid)
 
     def to_json(self) -> dict:
         score = float(self.score)

@@ -6,11 +6,15 @@ A typo in a key, a wrong type or an impossible value fails before any model load
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -26,7 +30,7 @@ class EngineConfig:
 
 @dataclass
 class SolverConfig:
-    name: str = "transduction"  # transduction | induction | module:function (a solver of your own)
+    name: str = "transduction"  # transduction | induction | module:attribute naming a Solver (one of your own)
     options: dict = field(default_factory=dict)  # forwarded to the solver (augmentations, samples, TTT steps, ...)
     share: float | None = None  # of the task's time left when it starts; None: an equal part (the last: the rest)
 
@@ -65,13 +69,20 @@ class RunConfig:
     # out_dir/replaced-<time>/ first. Without it such a folder is refused (run_folder.py).
     fresh: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
-    solver: SolverConfig = field(default_factory=SolverConfig)
-    # Several solvers per task, run in this order on the same worker and engine, e.g. [{name: induction, share:
-    # 0.5}, {name: transduction}]; empty: `solver` alone. A solver after one that verified an answer (an induction
-    # program reproducing every train pair) is skipped when skip_after_verified.
-    solvers: list = field(default_factory=list)
+    # The solvers each task runs through, in this order on the same worker and engine, e.g. [{name: induction,
+    # share: 0.5}, {name: transduction}] (an entry may be just a name). A solver after one that verified an answer
+    # (an induction program reproducing every train pair) is skipped when skip_after_verified. Once the config is
+    # built this is always a non-empty list of SolverConfig.
+    solvers: list[SolverConfig] = field(default_factory=list)
+    # Sugar for `solvers: [solver]` (the notebook's and the CLI's solver.name / solver.options); used when `solvers`
+    # is empty, ignored (logged) when both are given, and None once the config is built.
+    solver: SolverConfig | None = None
     skip_after_verified: bool = True
     icecuber: IcecuberConfig = field(default_factory=IcecuberConfig)
+
+    def __post_init__(self):
+        self.solvers = _normalised_solvers(self.solvers, self.solver)
+        self.solver = None
 
     def validate(self) -> "RunConfig":
         for name, (low, inclusive, meaning) in NUMBER_BOUNDS.items():
@@ -79,7 +90,7 @@ class RunConfig:
         if self.time_limit_s <= self.safety_margin_s:
             raise ConfigError(f"time_limit_s ({self.time_limit_s}) must exceed safety_margin_s ({self.safety_margin_s}): "
                               f"the margin is kept back from the limit, so a smaller margin or a longer limit")
-        chain = self.solver_chain()  # unknown keys in a solvers entry fail here, by name
+        chain = self.solvers
         if len({s.name for s in chain}) != len(chain):
             raise ConfigError(f"solvers: each solver once, got {[s.name for s in chain]}")
         if any(s.share is not None and not 0 < s.share <= 1 for s in chain):
@@ -89,14 +100,6 @@ class RunConfig:
         # Paths (the model folder, icecuber's build) are the preflight's job (preflight.py): the commit run fails
         # on them, while the scoring rerun still writes its fallback file.
         return self
-
-    def solver_chain(self) -> list[SolverConfig]:
-        """The solvers each task runs through, in order (`solvers`, or `solver` alone)."""
-        if not self.solvers:
-            return [self.solver]
-        return [s if isinstance(s, SolverConfig) else from_dict({"name": s} if isinstance(s, str) else s,
-                                                                 SolverConfig, prefix="solvers[].")
-                for s in self.solvers]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,6 +134,18 @@ def check_number(name: str, value, low: float, inclusive: bool, none_means: str 
         bound = f"{'at least' if inclusive else 'above'} {low}"
         raise ConfigError(f"{name}: expected a finite number {bound}, got {value!r}"
                           + (f" (or null: {none_means})" if none_means else ""))
+
+
+def _normalised_solvers(solvers: list, solver: SolverConfig | None) -> list[SolverConfig]:
+    """The one list of solvers: `solvers` entries (names, dicts or SolverConfig) as SolverConfig, or [solver], or
+    the default solver. Unknown keys in an entry fail here, by name."""
+    if not solvers:
+        return [solver if solver is not None else SolverConfig()]
+    if solver is not None and solver != SolverConfig():
+        log.info("solver %s ignored: solvers (%d) given as well", solver.name, len(solvers))
+    return [s if isinstance(s, SolverConfig) else from_dict({"name": s} if isinstance(s, str) else s,
+                                                             SolverConfig, prefix="solvers[].")
+            for s in solvers]
 
 
 def _coerce(value: Any, hint, key: str):

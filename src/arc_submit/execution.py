@@ -16,7 +16,8 @@ timeout, a crash, a MemoryError or a program that leaves a child process behind;
 the warm zygote, not a ~0.2 s interpreter start. The caller replaces a zygote only if it dies or stops answering.
 
 Why, measured on the 2-core dev machine (benchmarks/execution.py, 2,000 programs over 100 real tasks, 2 workers,
-realistic programs): persistent in-process pool 6,305 runs/s; runner reused for up to 32 programs 2,588 runs/s;
+realistic programs; the in-process pool was measured by an earlier version of the benchmark and is no longer an
+option): persistent in-process pool 6,305 runs/s; runner reused for up to 32 programs 2,588 runs/s;
 a fresh fork per program 365 runs/s (the fork + teardown of a numpy-loaded process costs ~2-5 ms here, far more
 than a typical program). The in-process pool is unsafe (a hang or `os._exit` takes the worker and ~0.2 s to
 restart it; a program can chdir, patch numpy or leak memory for every later program), so the design keeps the
@@ -72,7 +73,6 @@ class ExecutionSettings:
     workers: int | None = None  # default: the CPUs this process may use
     landlock: bool = True  # confine children with Landlock when the kernel has it
     programs_per_process: int = 32  # programs a forked runner may run before it is replaced (1: a fork each)
-    isolation: str = "fork"  # "pool" runs programs inside the worker: unsafe, kept for the benchmark comparison
     queue_depth: int = 2  # jobs sent ahead to each zygote so it never waits for the caller
 
     def resolved_workers(self) -> int:
@@ -206,8 +206,6 @@ class Executor:
 
     def __init__(self, settings: ExecutionSettings | None = None, **overrides):
         self.settings = replace(settings or ExecutionSettings(), **overrides)
-        if self.settings.isolation not in ("fork", "pool"):
-            raise ValueError(f"isolation must be 'fork' or 'pool', not {self.settings.isolation!r}")
         if self.settings.library_dir and not Path(self.settings.library_dir, ).is_dir():
             raise ExecutionError(f"library dir {self.settings.library_dir}: no such folder; pass the folder "
                                  f"holding the modules programs import (for BARC, the one with common.py)")
@@ -227,7 +225,7 @@ class Executor:
         scratch = os.path.join(self._scratch_root, f"worker{slot}-{time.monotonic_ns()}")
         return _Zygote({"entry": s.entry, "library_dir": str(Path(s.library_dir).resolve()) if s.library_dir
                         else None, "timeout_s": float(s.timeout_s), "memory_mb": int(s.memory_mb),
-                        "landlock": s.landlock, "isolation": s.isolation,
+                        "landlock": s.landlock,
                         "programs_per_process": max(1, int(s.programs_per_process)), "scratch_dir": scratch}, self._env)
 
     def __enter__(self) -> "Executor":

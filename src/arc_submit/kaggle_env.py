@@ -14,7 +14,6 @@ ARC_SUBMIT_KAGGLE_ROOT replaces /kaggle, so tests run the real discovery on a te
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -189,11 +188,8 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
     params.update(time_limit_s=limit_s, safety_margin_s=safety_margin_s(limit_s, safety_margin_minutes))
     config = load_config(config_yaml, **params)
     if prompt_preset:  # every LLM solver of the chain speaks the model's prompt format
-        chain = config.solver_chain()
-        for spec in chain:
+        for spec in config.solvers:
             spec.options.setdefault("prompt_format", prompt_preset)
-        if config.solvers:
-            config.solvers = [dataclasses.asdict(s) for s in chain]
         config.validate()
     log.info("%s run: %s, %s tasks, limit %.0f s (margin %.0f s), out %s", "dry" if dry_run else "FULL",
              config.challenges, config.n_tasks or "all", config.time_limit_s, config.safety_margin_s, config.out_dir)
@@ -211,7 +207,7 @@ def check_outcome(result, config: RunConfig, strict: bool) -> list[str]:
     problems = list(result.problems)
     solved_by_workers = result.statuses.get("done", 0)
     if solved_by_workers == 0 and result.n_tasks and "pending" not in result.statuses:
-        names = "+".join(s.name for s in config.solver_chain())
+        names = "+".join(s.name for s in config.solvers)
         problems.append(f"the {names} solver(s) on engine {config.engine.kind} ({config.engine.model}) "
                         f"settled no task: every task took the fallback. See {Path(config.out_dir) / 'run.log'} "
                         f"(load-failed / error events in journals/) for why")

@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -28,6 +29,9 @@ from .journal import Journal, TaskRecord, collect, finished_solvers, read_events
 from .resources import GIB, ResourceMonitor, gpu_memory_used_mib
 from .submission import ScoreReport, score, validate
 from .tasks import Task, load_solutions, load_tasks, skipped_task_entries
+
+if TYPE_CHECKING:
+    from .solvers.icecuber import IcecuberRun
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +139,7 @@ def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: De
                                 weights=config.solver_weights)
     first = assembly.now()  # from here on a valid, complete submission.json exists
     records = first.records if first is not None else collect(journal_dir, tasks)
-    order = tasks_to_solve(tasks, records, [s.name for s in config.solver_chain()])
+    order = tasks_to_solve(tasks, records, [s.name for s in config.solvers])
 
     gpus: list[str | None] = visible_gpus()
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
@@ -203,30 +207,21 @@ def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadlin
         return None
 
 
-def _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, monitor, ice, assembly) -> None:
+def _solve_on_workers(config: RunConfig, tasks: dict[str, Task], order: list[str], worker_gpus: list[str | None],
+                      journal_dir: Path, deadline: Deadline, monitor: ResourceMonitor, ice: IcecuberRun | None,
+                      assembly: PeriodicAssembly) -> None:
     from tqdm.auto import tqdm
 
-    from .workers import WorkerPool
+    from .worker_pool import PoolProgress, WorkerPool
 
-    ceiling = worker_ram_ceiling(config, psutil.virtual_memory().total)
     pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor,
-                      finished_solvers(collect(journal_dir, tasks)))
+                      finished_solvers(collect(journal_dir, tasks)),
+                      ram_ceiling_bytes=worker_ram_ceiling(config, psutil.virtual_memory().total))
     bar = tqdm(total=len(order), desc="tasks", unit="task")
 
-    def on_tick(p: WorkerPool) -> None:
-        settled = len(order) - len(p.queued) - sum(s.task_id is not None for s in p.slots)
-        bar.update(max(settled - bar.n, 0))
-        assembly.maybe((settled, p.emitted, ice.poll()["answered"] if ice is not None else 0))
-        sample = monitor.samples[-1] if monitor.samples else None
-        # Only the workers count here: icecuber (under 'main') enforces its own ceiling, and a GPU worker
-        # must never die for memory icecuber uses.
-        workers_rss = sum(v for k, v in sample.tree_rss.items() if k.startswith("worker-")) if sample else 0
-        if workers_rss > ceiling:
-            victim = p.largest_worker()
-            if victim is not None and victim.task_id is not None:
-                log.warning("RAM ceiling %.1f GiB reached: killing worker %d", ceiling / GIB, victim.worker_id)
-                p.kill_worker(victim, "killed", f"RAM ceiling {ceiling / GIB:.1f} GiB reached")
-                monitor.sample()
+    def on_tick(progress: PoolProgress) -> None:
+        bar.update(max(progress.settled - bar.n, 0))
+        assembly.maybe((progress.settled, progress.emitted, ice.poll()["answered"] if ice is not None else 0))
 
     result = pool.run(on_tick)
     # Tasks the deadline kept from starting are skipped, not done: the bar says so instead of showing 100%.
@@ -276,10 +271,13 @@ def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started:
     for tid in tasks:
         status = final.records[tid].status if tid in final.records else "pending"
         statuses[status] = statuses.get(status, 0) + 1
-    result = RunResult(out_dir / "submission.json", problems, scored, time.time() - started, len(tasks), statuses,
-                       report.busy_fractions(events), monitor.peak_rss() / GIB, out_dir,
-                       {n: b / GIB for n, b in monitor.peaks_by_tree().items()}, monitor.peak_gpu_mib(), warnings,
-                       {n: b / GIB for n, b in monitor.private_peaks_by_tree().items()})
+    result = RunResult(
+        submission_path=out_dir / "submission.json", problems=problems, score=scored, wall_s=time.time() - started,
+        n_tasks=len(tasks), statuses=statuses, busy=report.busy_fractions(events),
+        peak_rss_gib=monitor.peak_rss() / GIB, report_dir=out_dir,
+        peak_rss_gib_by_tree={n: b / GIB for n, b in monitor.peaks_by_tree().items()},
+        peak_gpu_mib=monitor.peak_gpu_mib(), warnings=warnings,
+        peak_private_gib_by_tree={n: b / GIB for n, b in monitor.private_peaks_by_tree().items()})
     _write_report(result, tasks, final, events, monitor, out_dir)
     log.info("run finished\n%s", result.summary())
     return result

@@ -82,24 +82,24 @@ def check_engine(config: RunConfig) -> list[str]:
 
 
 def check_solver(config: RunConfig) -> list[str]:
-    """Every solver of the chain resolves, and every option of ours is one it knows."""
-    import importlib
-
-    from .solvers.common import resolve_options
-    from .workers import SOLVERS, resolve_solver
+    """Every solver of the chain resolves to a Solver, and its options build (known names, valid values): the same
+    two steps a worker takes before its first task."""
+    from .solvers import resolve_solver
 
     problems = []
-    for spec in config.solver_chain():
+    for spec in config.solvers:
         try:
             solver = resolve_solver(spec.name)
-        except (ImportError, AttributeError, ValueError) as e:
+        except ImportError as e:
             problems.append(f"solver {spec.name!r}: {type(e).__name__}: {e}")
             continue
-        if spec.name in SOLVERS:
-            try:
-                resolve_options(spec.name, importlib.import_module(solver.__module__).DEFAULTS, spec.options)
-            except ValueError as e:
-                problems.append(f"solver.options: {e}")
+        except ValueError as e:  # names the solver and the fix already
+            problems.append(str(e))
+            continue
+        try:
+            solver.make_options(spec.options)
+        except ValueError as e:
+            problems.append(f"solver.options of {spec.name}: {e}")
     return problems
 
 

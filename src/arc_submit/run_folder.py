@@ -88,7 +88,7 @@ def answer_settings(config: RunConfig) -> dict:
     """The settings that decide what the solvers answer (see the module docstring for what is left out). Solvers
     by name with their options: a solver's share of the time is time, like the limit."""
     return {"engine": dataclasses.asdict(config.engine),
-            "solvers": {s.name: s.options for s in config.solver_chain()},
+            "solvers": {s.name: s.options for s in config.solvers},
             "skip_after_verified": config.skip_after_verified, "seed": config.seed,
             "icecuber": {"used": config.icecuber.dir is not None, "options": config.icecuber.options}}
 

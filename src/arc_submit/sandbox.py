@@ -432,18 +432,12 @@ def zygote_main(fd: int) -> None:
         elif message[0] == "run":
             _, job_id, code, set_id = message
             started = time.perf_counter()
-            if settings["isolation"] == "fork":
-                if runner is None or not runner.alive:
-                    runner = Runner(settings, ruleset_fd)
-                outcomes = runner.run(code, input_sets[set_id])
-                _kill_strays(keep=runner.pid if runner.alive else None)
-            else:  # "pool": in-process, for the benchmark's comparison only (a program can corrupt the worker)
-                frames = {}
-                run_program(code, input_sets[set_id], settings["entry"], lambda i, k, p: frames.update({i: (k, p)}))
-                outcomes = [frames[i] for i in range(len(input_sets[set_id]))]
+            if runner is None or not runner.alive:
+                runner = Runner(settings, ruleset_fd)
+            outcomes = runner.run(code, input_sets[set_id])
+            _kill_strays(keep=runner.pid if runner.alive else None)
             conn.send(("result", job_id, outcomes, time.perf_counter() - started))
-            if settings["isolation"] == "fork":
-                _empty_dir(settings["scratch_dir"])
+            _empty_dir(settings["scratch_dir"])
         elif message[0] == "stop":
             if runner is not None:
                 runner.close()

@@ -19,9 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
-
-from .candidates import Candidate, grid_key
+from .candidates import Candidate, GridGroup, ranked_by_grid
 from .tasks import Grid
 
 
@@ -42,39 +40,48 @@ def _priority_index(priority: Sequence[str]):
     return lambda name: (rank.get(name, len(rank)), name)
 
 
+@dataclass(frozen=True)
+class _Tally:
+    """One grid's proposals, per solver: votes, best own score, and the support it states (when it does)."""
+    votes: dict[str, int]
+    score: dict[str, float]
+    support: dict[str, float]
+
+    @classmethod
+    def of(cls, group: GridGroup[Candidate]) -> "_Tally":
+        votes: dict[str, int] = defaultdict(int)
+        score: dict[str, float] = defaultdict(lambda: float("-inf"))
+        support: dict[str, float] = {}
+        for c in group.members:
+            votes[c.solver] += max(int(c.count), 0)
+            score[c.solver] = max(score[c.solver], float(c.score))
+            if c.support is not None:
+                support[c.solver] = max(support.get(c.solver, 0.0), float(c.support))
+        return cls(dict(votes), dict(score), support)
+
+
 def select_attempts(candidates: Iterable[Candidate], priority: Sequence[str] = (), k: int = 2,
                     weights: Mapping[str, float] | None = None) -> list[Choice]:
     """Up to k distinct grids, best evidence first (see the module docstring)."""
-    by_grid: dict[tuple, dict] = {}
+    candidates = list(candidates)
     totals: dict[str, int] = defaultdict(int)
     for c in candidates:
-        key = grid_key(c.grid)
-        g = by_grid.setdefault(key, {"grid": np.asarray(c.grid, dtype=np.int8), "votes": defaultdict(int),
-                                     "score": defaultdict(lambda: float("-inf")), "support": {}})
-        g["votes"][c.solver] += max(int(c.count), 0)
-        g["score"][c.solver] = max(g["score"][c.solver], float(c.score))
-        if c.support is not None:
-            g["support"][c.solver] = max(g["support"].get(c.solver, 0.0), float(c.support))
         totals[c.solver] += max(int(c.count), 0)
-    if not by_grid:
-        return []
     order = _priority_index(priority)
     weights = weights or {}
 
-    def evidence(g) -> float:
-        return sum(weights.get(s, 1.0) * g["support"].get(s, v / totals[s] if totals[s] else 0.0)
-                   for s, v in g["votes"].items())
+    def evidence(t: _Tally) -> float:
+        return sum(weights.get(s, 1.0) * t.support.get(s, v / totals[s] if totals[s] else 0.0)
+                   for s, v in t.votes.items())
 
-    def sort_key(key):
-        g = by_grid[key]
-        top = min(g["votes"], key=order)
-        return (-round(evidence(g), 9), -len(g["votes"]), order(top), -g["score"][top], key)
+    def rank(group: GridGroup[Candidate]) -> tuple:
+        t = _Tally.of(group)
+        top = min(t.votes, key=order)
+        return (-round(evidence(t), 9), -len(t.votes), order(top), -t.score[top])
 
-    chosen = sorted(by_grid, key=sort_key)[:k]
     out = []
-    for key in chosen:
-        g = by_grid[key]
-        solvers = tuple(sorted(g["votes"], key=order))
-        out.append(Choice(g["grid"], sum(g["votes"].values()), solvers, max(g["score"].values()), dict(g["votes"]),
-                          evidence(g)))
+    for group in ranked_by_grid(((c.grid, c) for c in candidates), rank)[:k]:
+        t = _Tally.of(group)
+        out.append(Choice(group.grid, sum(t.votes.values()), tuple(sorted(t.votes, key=order)), max(t.score.values()),
+                          t.votes, evidence(t)))
     return out

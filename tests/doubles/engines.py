@@ -1,4 +1,5 @@
-"""TEST DOUBLE of an LLM engine for the induction solver: it "writes" fixed program texts.
+"""TEST DOUBLES of LLM engines: one for the induction solver that "writes" fixed program texts, and a wrapper
+that changes how a real engine scores (for the transduction solver's re-ranking).
 
 A random-weight tiny model cannot write Python, so the induction tests that need programs (early stop,
 hindsight relabelling inside the search-and-learn loop) take their samples from this double instead. Everything
@@ -14,7 +15,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from arc_submit.llm.engine import Adapter, Generation, Sampling, TrainSettings
+from typing import Callable
+
+from arc_submit.llm.engine import Adapter, Generation, ModelSettings, Sampling, TrainSettings
 from arc_submit.llm.prompts import induction_answer
 
 
@@ -32,6 +35,8 @@ class ScriptedProgramEngine:
     """Engine double: samples are program texts from a script (see the module docstring)."""
     rounds: list[list[str]]
     name: str = "scripted-double"
+    model_settings: ModelSettings = field(default_factory=ModelSettings)
+    prefills_per_sample: bool = False
     round: int = 0
     rounds_sampled: set = field(default_factory=set)
     trained: list = field(default_factory=list)  # (adapter name, [(prompt, completion)], TrainSettings)
@@ -76,3 +81,52 @@ class ScriptedProgramEngine:
 
     def close(self) -> None:
         pass
+
+
+class ScoreReplaced:
+    """TEST DOUBLE: the engine `inner` in every way but `score`, which is `score(pairs, adapter)` instead."""
+
+    def __init__(self, inner, score: Callable):
+        self.inner, self._score = inner, score
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def tokenizer(self):
+        return self.inner.tokenizer
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return self.inner.model_settings
+
+    @property
+    def prefills_per_sample(self) -> bool:
+        return self.inner.prefills_per_sample
+
+    def generate(self, prompts, sampling: Sampling, adapter: Adapter | None = None):
+        return self.inner.generate(prompts, sampling, adapter)
+
+    def score(self, pairs, adapter: Adapter | None = None):
+        return self._score(pairs, adapter)
+
+    def train_adapter(self, name: str, examples, settings: TrainSettings, deadline=None) -> Adapter:
+        return self.inner.train_adapter(name, examples, settings, deadline)
+
+    def delete_adapter(self, adapter) -> None:
+        self.inner.delete_adapter(adapter)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def scoring_fails(inner) -> ScoreReplaced:
+    """`inner`, except that scoring raises as a GPU out of memory would."""
+    def score(pairs, adapter=None):
+        raise MemoryError("planted: scoring ran out of memory")
+
+    return ScoreReplaced(inner, score)

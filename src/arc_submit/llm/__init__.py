@@ -2,7 +2,7 @@
 
     from arc_submit.llm import make_engine, Sampling, TrainSettings
     engine = make_engine("hf", "tiny")                       # or ("vllm", "/kaggle/input/model", load_in_4bit=True)
-    adapter = engine.train_adapter(task.id, pairs, TrainSettings(epochs=2), deadline)
+    adapter = engine.train_adapter(task.id, pairs, TrainSettings(epochs=2), Deadline.in_seconds(60))
     samples = engine.generate(prompts, Sampling(n=8, temperature=1.0, logprobs=True), adapter)
     engine.delete_adapter(adapter)
 
@@ -25,6 +25,7 @@ def make_engine(kind: str = "hf", model: str = "tiny", train_seq_len: int = 8192
                 **options) -> Engine:
     """An engine of `kind` for a local model folder (or "tiny"); options are ModelSettings fields and the engine's
     own settings' fields (HFSettings, VLLMSettings, UnslothSettings), checked by name for this kind.
+    train_seq_len and lora_rank: the largest training the solvers will ask for (0 and 0: they train nothing).
 
     On a GPU the memory plan (memory.py) is made first from the model's config and the GPU's free memory: a plan
     that cannot fit raises MemoryPlanError before any weights load, and vLLM's share is sized from free memory
@@ -65,8 +66,9 @@ def plan_gpu_memory(kind: str, model_settings: ModelSettings, settings, train_se
     free, total = torch.cuda.mem_get_info()
     plan = make_plan(kind, ModelShape.from_folder(folder), free, total, max_model_len=model_settings.max_model_len,
                      train_seq_len=min(train_seq_len, model_settings.max_model_len), lora_rank=lora_rank,
-                     four_bit=model_settings.load_in_4bit, fast_inference=getattr(settings, "fast_inference", True),
-                     share_weights=getattr(settings, "share_weights", True))
+                     four_bit=model_settings.load_in_4bit,
+                     fast_inference=settings.fast_inference if isinstance(settings, UnslothSettings) else True,
+                     share_weights=settings.share_weights if isinstance(settings, VLLMSettings) else True)
     logging.getLogger(__name__).info("memory plan: %s", plan.describe())
     return plan
 

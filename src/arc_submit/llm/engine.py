@@ -7,18 +7,20 @@ you create (`train_adapter`), use (`generate(..., adapter=)`) and delete (`delet
 starts from freshly initialised LoRA weights on top of the base model (LoRA B = 0, so before its first step
 it computes exactly the base model), with a fresh optimizer: nothing of the previous task leaks in.
 
-Deadlines are absolute wall-clock instants (`time.time()` seconds, the same in every process), given as a
-float or as any object with an `.at` attribute (`arc_submit.budget.Deadline`).
+Deadlines are `arc_submit.budget.Deadline` values (an absolute wall-clock instant, the same in every process);
+None means no limit.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol, Sequence, runtime_checkable
+
+from ..budget import Deadline
 
 # All linear layers of a Llama/Qwen block: what the ARC test-time-training papers adapt.
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -189,7 +191,7 @@ class UnslothSettings:
     max_batch_sequences: int = 64  # without fast_inference: transformers generate batches, as in HFSettings
 
 
-ENGINE_SETTINGS = {"hf": HFSettings, "vllm": VLLMSettings, "unsloth": UnslothSettings}
+ENGINE_SETTINGS = MappingProxyType({"hf": HFSettings, "vllm": VLLMSettings, "unsloth": UnslothSettings})
 
 
 def engine_settings(kind: str, model: str = "tiny", **options) -> tuple[ModelSettings, object]:
@@ -224,38 +226,17 @@ def apply_memory_environment(settings: ModelSettings) -> None:
             os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(filter(None, [conf, "expandable_segments:True"]))
 
 
-def release_gpu_memory() -> None:
-    """After an engine dropped its model: collect it now and hand the cached blocks back to the driver, so the next
-    engine in this process (or the memory plan's reading) sees the memory as free."""
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def deadline_at(deadline) -> float | None:
-    """A deadline as time.time() seconds: from None, a float, or an object with `.at`."""
-    if deadline is None:
-        return None
-    return float(getattr(deadline, "at", deadline))
-
-
-def seconds_left(deadline) -> float:
-    at = deadline_at(deadline)
-    return math.inf if at is None else at - time.time()
-
-
 @runtime_checkable
 class Engine(Protocol):
     """One resident model per process (per GPU); per-task adapters on top of it."""
 
     name: str  # "hf", "vllm", "unsloth"
     tokenizer: object  # a transformers tokenizer (prompts.apply_chat uses its chat template)
+    model_settings: ModelSettings  # what was loaded, and how (solvers read max_model_len: the context length)
+    # True when a prompt is processed again for every sample it is asked for (transformers' num_return_sequences:
+    # the hf engine, and unsloth without fast_inference), so a call's prompt cost grows with n. The sampler's speed
+    # model reads it (solvers/sampling.py). False for vLLM, which processes each prompt once.
+    prefills_per_sample: bool
 
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
@@ -267,7 +248,7 @@ class Engine(Protocol):
         ...
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
-                      deadline=None) -> Adapter:
+                      deadline: Deadline | None = None) -> Adapter:
         """A fresh LoRA named `name` trained on (prompt, completion) pairs, loss on the completion only.
 
         Stops cleanly at the deadline and returns what it trained (possibly 0 steps). A name in use is

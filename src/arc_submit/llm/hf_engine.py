@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings,
-                     apply_memory_environment, release_gpu_memory)
+from ..budget import Deadline
+from .engine import Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, apply_memory_environment
+from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .hf_sampler import HFSampler
 from .tiny import resolve_model
-from .training import prompt_ids, run_training, tokenize_pair
+from .training import count_tokens, run_training, tokenize_pair
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,15 @@ class HFEngine:
         self.model.eval()
         self.model.requires_grad_(False)
         self.peft_model = None  # created with the first adapter; wraps self.model in place
-        self.adapters: dict[str, Adapter] = {}
+        self.adapters = AdapterHandles()
         self._tmp_adapter_dir: str | None = None
-        self._closed = False
+        self.life = EngineLife()
         torch.manual_seed(self.model_settings.seed)
         log.info("hf engine: %s on %s (%s) in %.1fs", path, self.device, self.dtype, time.time() - t0)
+
+    @property
+    def prefills_per_sample(self) -> bool:
+        return self.sampler.prefills_per_sample
 
     # --- sampling -------------------------------------------------------------------------------------
 
@@ -106,14 +111,14 @@ class HFEngine:
 
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
-        self._check_open()
+        self.life.check_open()
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
         """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
-        self._check_open()
+        self.life.check_open()
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.score(model, pairs)
@@ -155,9 +160,10 @@ class HFEngine:
         set_peft_model_state_dict(self.peft_model, load_peft_weights(path, device=str(self.device)), adapter_name=name)
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
-                      deadline=None) -> Adapter:
+                      deadline: Deadline | None = None) -> Adapter:
+        check_adapter_name(name)
         t0 = time.time()
-        self._check_open()
+        self.life.check_open()
         self.delete_adapter(name)
         tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in examples]
         fitting = [t for t in tokenized if len(t.input_ids) <= settings.max_seq_len]
@@ -177,7 +183,7 @@ class HFEngine:
                           examples_seen=result.examples_seen, losses=tuple(result.losses),
                           stopped_by_deadline=result.stopped_by_deadline, setup_s=setup_s, train_s=result.train_s,
                           dropped_examples=dropped)
-        self.adapters[name] = adapter
+        self.adapters.put(adapter)
         return adapter
 
     def save_adapter(self, adapter: Adapter, directory: str | Path | None = None) -> Adapter:
@@ -194,36 +200,31 @@ class HFEngine:
         if not (path / "adapter_config.json").exists():
             raise RuntimeError(f"adapter {adapter.name!r}: peft did not write {path}/adapter_config.json")
         saved = replace(adapter, path=path)
-        self.adapters[adapter.name] = saved
+        self.adapters.put(saved)
         return saved
 
     def unload_adapter(self, name: str) -> None:
         """Free the adapter's weights here but keep its saved folder (another engine serves it from disk)."""
-        self.adapters.pop(name, None)
-        if self.peft_model is not None and name in self.peft_model.peft_config:
-            self.peft_model.delete_adapter(name)
+        self.adapters.pop(name)
+        self._drop_lora(name)
 
     def delete_adapter(self, adapter: Adapter | str) -> None:
-        name = adapter if isinstance(adapter, str) else adapter.name
-        known = self.adapters.pop(name, None)
+        name = handle_name(adapter)
+        self.adapters.forget(name)
+        self._drop_lora(name)
+
+    def _drop_lora(self, name: str) -> None:
         if self.peft_model is not None and name in self.peft_model.peft_config:
             self.peft_model.delete_adapter(name)
-        if known is not None and known.path is not None:
-            shutil.rmtree(known.path, ignore_errors=True)
 
     def count_tokens(self, text: str) -> int:
-        return len(prompt_ids(self.tokenizer, text))
+        return count_tokens(self.tokenizer, text)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        self.life.close(self._free)
+
+    def _free(self) -> None:
         self.model = self.peft_model = None
         self.adapters.clear()
         if self._tmp_adapter_dir:
             shutil.rmtree(self._tmp_adapter_dir, ignore_errors=True)
-        release_gpu_memory()
-
-    def _check_open(self):
-        if self._closed:
-            raise RuntimeError("this engine was closed; create a new one")

@@ -23,6 +23,10 @@ def prepare_tokenizer(tokenizer):
 
 
 class HFSampler:
+    # generate(num_return_sequences=n) expands the batch before the prefill: the prompt is processed once per
+    # sample, and once more per sample for the log-probability pass. The engines holding this sampler say so.
+    prefills_per_sample = True
+
     def __init__(self, tokenizer, device, max_batch_sequences: int = 64):
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.device = device

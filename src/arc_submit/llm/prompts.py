@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
 from typing import Sequence
 
 import numpy as np
@@ -118,13 +119,13 @@ class PromptFormat:
                                  f"({e}); use {{n}}, {{input}}, {{output}}") from None
 
 
-PROMPT_PRESETS = {
+PROMPT_PRESETS = MappingProxyType({
     "arc-submit": PromptFormat(),
     "arc-submit-numbered": PromptFormat(grid="row_numbers"),
     # Short, instruction-free, as models fine-tuned on bare ARC text often expect.
     "compact": PromptFormat(transduction_instruction="", induction_instruction="", example="I\n{input}\nO\n{output}",
                             separator="\n", test="I\n{input}\nO\n", induction_test="T\n{input}"),
-}
+})
 
 
 def prompt_format(value=None, grid: str | None = None) -> PromptFormat:
@@ -185,19 +186,6 @@ def transduction_prompt(examples: Sequence[Example], test_input: Grid, fmt="plai
     """The full prompt string, through the tokenizer's chat template when it has one (and the format wants it)."""
     pf = _pf(fmt)
     return apply_chat(transduction_text(examples, test_input, pf), tokenizer if pf.chat else None, pf.system)
-
-
-def leave_one_out_pairs(examples: Sequence[Example], fmt="plain", tokenizer=None) -> list[tuple[str, str]]:
-    """Test-time-training data from a task's own train examples: each one in turn is the 'test', the others
-    the examples. Needs at least 2 examples (returns [] otherwise)."""
-    examples = list(examples)
-    if len(examples) < 2:
-        return []
-    pairs = []
-    for i, held_out in enumerate(examples):
-        rest = examples[:i] + examples[i + 1:]
-        pairs.append((transduction_prompt(rest, held_out.input, fmt, tokenizer), transduction_answer(held_out.output, fmt)))
-    return pairs
 
 
 # --- induction: the model writes a Python program -----------------------------------------------------------

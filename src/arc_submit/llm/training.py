@@ -14,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine import TrainSettings, deadline_at
+from ..budget import Deadline
+from .engine import TrainSettings
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of tokens that carry no loss (the prompt, padding)
@@ -28,6 +29,11 @@ class TokenizedPair:
     @property
     def n_completion(self) -> int:
         return len(self.input_ids) - self.n_prompt
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """What every engine's count_tokens answers: the prompt's length as generate() will feed it."""
+    return len(prompt_ids(tokenizer, text))
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -100,7 +106,7 @@ def _schedule(settings: TrainSettings, total_steps: int):
 
 
 def run_training(model, pairs: Sequence[TokenizedPair], settings: TrainSettings, pad_id: int, device,
-                 deadline=None, progress_name: str = "") -> TrainResult:
+                 deadline: Deadline | None = None, progress_name: str = "") -> TrainResult:
     """Train the trainable parameters of `model` (the active LoRA) on `pairs`; stop early at `deadline`.
 
     The loss of a step is the mean over all completion tokens of its micro-batches (token-weighted, so
@@ -109,7 +115,6 @@ def run_training(model, pairs: Sequence[TokenizedPair], settings: TrainSettings,
     """
     import torch
 
-    at = deadline_at(deadline)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     total_steps = settings.planned_steps(len(pairs))
@@ -126,7 +131,7 @@ def run_training(model, pairs: Sequence[TokenizedPair], settings: TrainSettings,
     start = time.time()
     try:
         for step in range(total_steps):
-            if at is not None and time.time() + longest_step > at:
+            if deadline is not None and time.time() + longest_step > deadline.at:
                 stopped = True
                 break
             t0 = time.time()

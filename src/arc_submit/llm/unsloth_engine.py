@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..budget import Deadline
 from .engine import (Adapter, Generation, ModelSettings, Sampling, TrainSettings, UnslothSettings,
-                     apply_memory_environment, release_gpu_memory)
+                     apply_memory_environment)
+from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .hf_engine import pick_device_and_dtype
 from .hf_sampler import HFSampler, prepare_tokenizer
 from .tiny import resolve_model
-from .training import prompt_ids, run_training, tokenize_pair
+from .training import count_tokens, run_training, tokenize_pair
 from .vllm_sampler import adapter_name
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,11 @@ class UnslothEngine:
             local_files_only=True)
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.peft_model = None  # unsloth's peft wrapping, made at the first adapter
-        self.adapters: dict[str, Adapter] = {}
+        self.adapters = AdapterHandles()
         self._lora_shape: tuple | None = None  # (rank, alpha, targets) of the one resident LoRA
         self._live: str | None = None  # the adapter whose weights are in the LoRA now
         self._saved_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-unsloth-adapters-"))
-        self._closed = False
+        self.life = EngineLife()
         if self.fast_inference:  # unsloth's own vLLM, on the same weights, serving saved adapters
             from .vllm_sampler import VLLMSampler
 
@@ -87,6 +89,11 @@ class UnslothEngine:
             self.sampler = HFSampler(self.tokenizer, self.device, self.settings.max_batch_sequences)
         torch.manual_seed(self.model_settings.seed)
         log.info("unsloth engine: %s in %.1fs (fast_inference=%s)", path, time.time() - t0, self.fast_inference)
+
+    @property
+    def prefills_per_sample(self) -> bool:
+        """Without fast_inference, transformers' generate samples: the prompt again for every sample."""
+        return self.sampler.prefills_per_sample
 
     # --- adapters: one resident LoRA, re-initialised per task ------------------------------------------
 
@@ -119,9 +126,10 @@ class UnslothEngine:
         self._fast.for_training(self.peft_model)
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
-                      deadline=None) -> Adapter:
+                      deadline: Deadline | None = None) -> Adapter:
+        check_adapter_name(name)
         t0 = time.time()
-        self._check_open()
+        self.life.check_open()
         tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in examples]
         fitting = [t for t in tokenized if len(t.input_ids) <= settings.max_seq_len]
         if not fitting:
@@ -130,7 +138,7 @@ class UnslothEngine:
         self._forget(name)
         self._fresh_lora(name, settings)  # refuses a different LoRA shape before touching the weights
         if self._live is not None and not self.fast_inference:
-            self.adapters.pop(self._live, None)  # its weights were just overwritten
+            self.adapters.pop(self._live)  # its weights were just overwritten
         self._live = name
         setup_s = time.time() - t0
         result = run_training(self.peft_model, fitting, settings, self.tokenizer.pad_token_id, self.device,
@@ -145,7 +153,7 @@ class UnslothEngine:
                           examples_seen=result.examples_seen, losses=tuple(result.losses),
                           stopped_by_deadline=result.stopped_by_deadline, setup_s=setup_s, train_s=result.train_s,
                           dropped_examples=len(tokenized) - len(fitting))
-        self.adapters[name] = adapter
+        self.adapters.put(adapter)
         return adapter
 
     def _active(self, adapter: Adapter | None):
@@ -160,7 +168,7 @@ class UnslothEngine:
 
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
-        self._check_open()
+        self.life.check_open()
         if self.fast_inference:
             return self.sampler.generate(prompts, sampling, adapter_name(adapter))
         model, ctx = self._active(adapter)
@@ -168,36 +176,29 @@ class UnslothEngine:
             return self.sampler.generate(model, prompts, sampling)
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
-        self._check_open()
+        self.life.check_open()
         if self.fast_inference:
             return self.sampler.score(pairs, adapter_name(adapter))
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.score(model, pairs)
 
-    def _forget(self, name: str):
-        known = self.adapters.pop(name, None)
-        if self.fast_inference:  # the vLLM sampler serves saved adapters by name
-            self.sampler.forget(name)
-        if known is not None and known.path is not None:
-            shutil.rmtree(known.path, ignore_errors=True)
-
     def delete_adapter(self, adapter: Adapter | str) -> None:
         # The resident LoRA is not removed (the next task re-initialises it); its handle and files go.
-        self._forget(adapter if isinstance(adapter, str) else adapter.name)
+        self._forget(handle_name(adapter))
+
+    def _forget(self, name: str) -> None:
+        self.adapters.forget(name)
+        if self.fast_inference:  # the vLLM sampler serves saved adapters by name
+            self.sampler.forget(name)
 
     def count_tokens(self, text: str) -> int:
-        return len(prompt_ids(self.tokenizer, text))
+        return count_tokens(self.tokenizer, text)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        self.life.close(self._free)
+
+    def _free(self) -> None:
         shutil.rmtree(self._saved_dir, ignore_errors=True)
         self.model = self.peft_model = self.sampler = None
         self.adapters.clear()
-        release_gpu_memory()
-
-    def _check_open(self):
-        if self._closed:
-            raise RuntimeError("this engine was closed; create a new one")

@@ -30,10 +30,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..budget import Deadline
 from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, VLLMSettings,
-                     apply_memory_environment, release_gpu_memory)
+                     apply_memory_environment)
+from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .tiny import resolve_model
-from .training import prompt_ids
+from .training import count_tokens
 from .vllm_sampler import VLLMSampler, adapter_name
 
 log = logging.getLogger(__name__)
@@ -124,21 +126,25 @@ class VLLMEngine:
                                                                                  use_tqdm=False),
                                    self.tokenizer, remove_lora=lambda lora_id: self.llm.llm_engine.remove_lora(lora_id))
         self.trainer = None  # an HFEngine (on views of vLLM's weights, or on a copy), made at the first adapter
-        self.adapters: dict[str, Adapter] = {}
+        self.adapters = AdapterHandles()
         self.adapter_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-vllm-adapters-",
                                                                               dir=ram_folder()))
         self._own_adapter_dir = self.settings.adapter_dir is None
-        self._closed = False
+        self.life = EngineLife()
         log.info("vllm engine: %s in %.1fs (vllm %s; %s)", self.model_path, time.time() - t0, vllm.__version__,
                  ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if k not in ("model", "tokenizer")))
 
+    @property
+    def prefills_per_sample(self) -> bool:
+        return self.sampler.prefills_per_sample
+
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
-        self._check_open()
+        self.life.check_open()
         return self.sampler.generate(prompts, sampling, adapter_name(adapter))
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
-        self._check_open()
+        self.life.check_open()
         return self.sampler.score(pairs, adapter_name(adapter))
 
     def _trainer(self):
@@ -157,8 +163,9 @@ class VLLMEngine:
         return self.trainer
 
     def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
-                      deadline=None) -> Adapter:
-        self._check_open()
+                      deadline: Deadline | None = None) -> Adapter:
+        check_adapter_name(name)
+        self.life.check_open()
         if settings.lora_rank > self.settings.max_lora_rank:
             raise ValueError(f"adapter {name!r}: lora_rank {settings.lora_rank} exceeds the engine's max_lora_rank "
                              f"{self.settings.max_lora_rank}; raise max_lora_rank in the engine options")
@@ -169,33 +176,26 @@ class VLLMEngine:
         saved = trainer.save_adapter(trained, self.adapter_dir)
         trainer.unload_adapter(name)  # vLLM serves it from disk; free the training copy's LoRA weights
         adapter = dataclasses.replace(saved, setup_s=saved.setup_s + time.time() - t0)
-        self.adapters[name] = adapter
+        self.adapters.put(adapter)
         self.sampler.register(name, adapter.path)
         return adapter
 
     def delete_adapter(self, adapter: Adapter | str) -> None:
-        name = adapter if isinstance(adapter, str) else adapter.name
-        known = self.adapters.pop(name, None)
-        if not self._closed:
+        name = handle_name(adapter)
+        self.adapters.forget(name)
+        if not self.life.closed:
             self.sampler.forget(name)
-        if known is not None and known.path is not None:
-            shutil.rmtree(known.path, ignore_errors=True)
 
     def count_tokens(self, text: str) -> int:
-        return len(prompt_ids(self.tokenizer, text))
+        return count_tokens(self.tokenizer, text)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        self.life.close(self._free)
+
+    def _free(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
             self.trainer = None
         self.llm = None
         if self._own_adapter_dir:
             shutil.rmtree(self.adapter_dir, ignore_errors=True)
-        release_gpu_memory()
-
-    def _check_open(self):
-        if self._closed:
-            raise RuntimeError("this engine was closed; create a new one")

@@ -28,6 +28,8 @@ class VLLMSampler:
     """`generate_fn(inputs, params, lora_request)` is vLLM's `LLM.generate` or an equivalent (unsloth's
     fast_generate); `remove_lora(id)` frees a served adapter where the engine can."""
 
+    prefills_per_sample = False  # vLLM processes a prompt once for all its n samples (and caches its prefix)
+
     def __init__(self, generate_fn: Callable, tokenizer, remove_lora: Callable[[int], object] | None = None):
         import vllm
 

@@ -1,8 +1,6 @@
-"""What the LLM solvers share: option checking, per-phase timing with a log line each, seeds, and fitting prompts
-into the model's context by dropping examples.
-
-Options arrive as plain keyword arguments from a YAML file or a notebook dict, so they are checked here by name
-(a typo fails before the model does any work) and turned into the engine's value objects.
+"""What the LLM solvers share: the option groups both take (prompt layout, augmentations, LoRA training), per-phase
+timing with a log line each, seeds, fitting prompts into the model's context by dropping examples, and training
+that survives running out of memory.
 """
 
 from __future__ import annotations
@@ -11,53 +9,79 @@ import logging
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import fields
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from ..llm.engine import Adapter, TrainSettings
+from ..budget import Deadline
+from ..llm import prompts
+from ..llm.engine import LLAMA_LINEAR_MODULES, Adapter, TrainSettings
 from ..tasks import Example
+from . import TrainingNeeds
+from .context import SolverContext
 
 log = logging.getLogger(__name__)
 
-# TrainSettings fields a solver forwards as they are (epochs and max_steps get solver-specific names).
-TRAIN_FIELDS = ("learning_rate", "lr_schedule", "warmup_steps", "weight_decay", "max_grad_norm", "lora_rank",
-                "lora_alpha", "lora_dropout", "target_modules", "batch_size", "grad_accumulation", "max_seq_len",
-                "gradient_checkpointing", "base_adapter")
-TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainSettings) if f.name in TRAIN_FIELDS}
-OPTION_CHOICES = {"scorer": ("votes", "augmented", "product")}
-AUGMENTATION_DEFAULTS = dict(use_dihedral=True, permute_colours=True, keep_background=True, permute_order=True)
 
+# --- option groups: their fields are written at the top level of solver.options (solvers/options.py) ---------
 
-def resolve_options(solver: str, defaults: dict, options: dict) -> dict:
-    """defaults updated by options; an unknown name raises ValueError listing the known ones."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(f"{solver} solver: unknown option(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(defaults))} (set them under solver.options)")
-    merged = {**defaults, **options}
-    for name, allowed in OPTION_CHOICES.items():
-        if name in merged and merged[name] not in allowed:
-            raise ValueError(f"{solver} solver: option {name}={merged[name]!r}; use one of {', '.join(allowed)}")
-    if "prompt_format" in merged:  # a bad template fails here, before any model work, naming the field
-        from ..llm.prompts import prompt_format
+@dataclass(frozen=True)
+class PromptOptions:
+    prompt_format: str | dict = "arc-submit"  # a preset of llm/prompts.py, a dict of PromptFormat fields, or module:attribute
+    grid_format: str | None = None  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
 
+    def __post_init__(self):
+        self.format()  # a bad template fails here, before any model work, naming the field
+
+    def format(self) -> prompts.PromptFormat:
         try:
-            prompt_format(merged["prompt_format"], merged.get("grid_format"))
-        except (ValueError, ImportError, AttributeError) as e:
-            raise ValueError(f"{solver} solver: {e}") from None
-    for name in ("temperature", "train_fraction"):
-        if name in merged and not 0 <= float(merged[name]) <= (1 if name == "train_fraction" else 10):
-            raise ValueError(f"{solver} solver: option {name}={merged[name]!r} is out of range")
-    return merged
+            return prompts.prompt_format(self.prompt_format, self.grid_format)
+        except (ImportError, AttributeError) as e:  # module:attribute that does not resolve
+            raise ValueError(f"prompt_format {self.prompt_format!r}: {type(e).__name__}: {e}") from None
 
 
-def train_settings(opts: dict, epochs: int, max_steps: int | None) -> TrainSettings:
-    values = {name: opts[name] for name in TRAIN_FIELDS}
-    values["target_modules"] = tuple(values["target_modules"])
-    return TrainSettings(epochs=int(epochs), max_steps=None if max_steps is None else int(max_steps),
-                         seed=int(opts["seed"]), **values)
+@dataclass(frozen=True)
+class AugmentationOptions:
+    """Which transforms the views and training copies draw from (augment.random_augmentation)."""
+    use_dihedral: bool = True
+    permute_colours: bool = True
+    keep_background: bool = True
+    permute_order: bool = True
+
+    def kwargs(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """The per-task LoRA training both LLM solvers take: TrainSettings' fields with its defaults. Epochs, steps and
+    the seed are each solver's own options (ttt_epochs / train_epochs, ...), given to `settings`."""
+    learning_rate: float = TrainSettings.learning_rate
+    lr_schedule: Literal["linear", "constant"] = TrainSettings.lr_schedule
+    warmup_steps: int = TrainSettings.warmup_steps
+    weight_decay: float = TrainSettings.weight_decay
+    max_grad_norm: float = TrainSettings.max_grad_norm
+    lora_rank: int = TrainSettings.lora_rank
+    lora_alpha: int = TrainSettings.lora_alpha
+    lora_dropout: float = TrainSettings.lora_dropout
+    target_modules: tuple[str, ...] = LLAMA_LINEAR_MODULES
+    batch_size: int = TrainSettings.batch_size
+    grad_accumulation: int = TrainSettings.grad_accumulation
+    max_seq_len: int = TrainSettings.max_seq_len
+    gradient_checkpointing: bool = TrainSettings.gradient_checkpointing
+    base_adapter: str | None = TrainSettings.base_adapter
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.grad_accumulation < 1:
+            raise ValueError(f"options batch_size={self.batch_size} and grad_accumulation={self.grad_accumulation} "
+                             f"must be at least 1")
+
+    def settings(self, epochs: int, max_steps: int | None, seed: int) -> TrainSettings:
+        return TrainSettings(epochs=epochs, max_steps=max_steps, seed=seed, **asdict(self))
+
+    def needs(self) -> TrainingNeeds:
+        return TrainingNeeds(max_seq_len=self.max_seq_len, lora_rank=self.lora_rank)
 
 
 def task_rng(seed: int, task_id: str, salt: int = 0) -> np.random.Generator:
@@ -114,32 +138,6 @@ def fit_examples(examples: Sequence[Example], render: Callable[[Sequence[Example
         kept.pop(largest)
 
 
-def engine_context_tokens(engine) -> int | None:
-    """The model's context length when the engine says (ModelSettings.max_model_len), else None."""
-    settings = getattr(engine, "model_settings", None)
-    value = getattr(settings, "max_model_len", None)
-    return int(value) if value else None
-
-
-# Things a task's journal should say that are not candidates (training fell back to the base model, ...). The
-# worker drains them after each task and journals them as `note` events, which the report shows.
-_NOTES: list[dict] = []
-# Per engine: out-of-memory failures in a row, and why training is off for good once they repeat.
-_OOM_STREAK: dict[int, int] = {}
-_TRAINING_OFF: dict[int, str] = {}
-OOM_STREAK_LIMIT = 2  # training that ran out of memory this many times in a row is not tried again
-
-
-def note(task_id: str, kind: str, text: str) -> None:
-    _NOTES.append({"task_id": task_id, "kind": kind, "text": text})
-
-
-def drain_notes() -> list[dict]:
-    out = list(_NOTES)
-    _NOTES.clear()
-    return out
-
-
 def is_out_of_memory(error: BaseException) -> bool:
     """torch.OutOfMemoryError (a RuntimeError), CUDA's 'out of memory' RuntimeErrors, and host MemoryError."""
     return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
@@ -156,18 +154,19 @@ def _release_gpu_cache() -> None:
         pass
 
 
-def train_adapter_logged(engine, name: str, pairs: Sequence[tuple[str, str]], settings: TrainSettings,
-                         train_deadline: float, clock: PhaseClock) -> Adapter | None:
+def train_adapter_logged(context: SolverContext, name: str, pairs: Sequence[tuple[str, str]],
+                         settings: TrainSettings, deadline: Deadline, clock: PhaseClock) -> Adapter | None:
     """engine.train_adapter with its two phases logged: adapter reset (fresh LoRA, optimizer, tokenising;
     for vLLM also saving it) and training. None means: sample the base model. That happens when no pair fits
-    max_seq_len, and when training runs out of memory (noted for the journal); after OOM_STREAK_LIMIT failures
-    in a row (a training copy that cannot load) this engine does not try to train again."""
-    if id(engine) in _TRAINING_OFF:
-        clock.add("training", 0.0, f"skipped: {_TRAINING_OFF[id(engine)]}")
+    max_seq_len, and when training runs out of memory (noted for the journal); after the worker's training record
+    (context.training) says it failed too often in a row, this worker does not try to train again."""
+    health = context.training
+    if health.off_reason is not None:
+        clock.add("training", 0.0, f"skipped: {health.off_reason}")
         return None
     t0 = time.time()
     try:
-        adapter = engine.train_adapter(name, list(pairs), settings, train_deadline)
+        adapter = context.engine.train_adapter(name, list(pairs), settings, deadline)
     except ValueError as e:
         log.warning("task %s %s: no training: %s", clock.task_id, clock.solver, e)
         return None
@@ -175,16 +174,15 @@ def train_adapter_logged(engine, name: str, pairs: Sequence[tuple[str, str]], se
         if not is_out_of_memory(e):
             raise
         _release_gpu_cache()
-        streak = _OOM_STREAK[id(engine)] = _OOM_STREAK.get(id(engine), 0) + 1
+        streak = health.ran_out_of_memory()
         text = f"training ran out of memory ({type(e).__name__}: {str(e)[:200]}); sampling the base model"
-        if streak >= OOM_STREAK_LIMIT:
-            _TRAINING_OFF[id(engine)] = f"training ran out of memory {streak} times in a row on this worker"
+        if health.off_reason is not None:
             text += f"; training is off for the rest of this worker's tasks ({streak} failures in a row)"
         log.warning("task %s %s: %s", clock.task_id, clock.solver, text)
         clock.add("training", time.time() - t0, "out of memory")
-        note(clock.task_id, "training-oom", text)
+        context.note(clock.task_id, "training-oom", text)
         return None
-    _OOM_STREAK[id(engine)] = 0
+    health.succeeded()
     clock.add("adapter reset", time.time() - t0 - adapter.train_s, f"rank {adapter.rank}")
     loss = (f", loss {adapter.first_loss:.3f} -> {adapter.last_loss:.3f}" if adapter.losses else "")
     clock.add("training", adapter.train_s, f"{adapter.steps} steps on {adapter.examples_seen} sequences{loss}"

@@ -20,57 +20,64 @@ Defaults from the field: 128 predictions as 1×128 (no learning); 2×64 or 4×32
 
 from __future__ import annotations
 
-import atexit
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..augment import Augmentation, augmentation_set
+from ..budget import Deadline
+from ..candidates import Candidate, grid_key, ranked_by_grid
 from ..execution import ExecutionSettings, Executor
+from ..fileio import safe_file_name
 from ..llm import prompts
-from ..llm.engine import Adapter, Sampling, deadline_at, seconds_left
-from ..candidates import Candidate, grid_key
+from ..llm.engine import Adapter, Sampling, TrainSettings
 from ..tasks import Example, Grid, Task
-from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
-                     resolve_options, task_rng, train_adapter_logged, train_settings)
+from . import Solver, SolverContext
+from .common import (AugmentationOptions, LoraOptions, PhaseClock, PromptOptions, fit_examples, task_rng,
+                     train_adapter_logged)
+from .options import check_at_least, check_range
 from .sampling import generate_within
 
 log = logging.getLogger(__name__)
 SOLVER = "induction"
-EXECUTION_FIELDS = ("entry", "library_dir", "timeout_s", "memory_mb", "workers", "landlock", "programs_per_process")
 
-DEFAULTS = dict(
-    epochs=1,  # search-and-learn epochs (epochs - 1 learning steps)
-    predictions_per_epoch=128,
-    prompt_augmentations=8,  # distinct augmented prompts per epoch, the samples spread over them
-    temperature=1.0,
-    top_p=1.0,
-    max_tokens=1024,
-    min_train_fit=1.0,  # share of train examples a program must reproduce for its test outputs to count
-    early_stop=True,
-    relabel_per_epoch=32,
-    relabel_pool=64,  # training set size of a learning step (best of all relabelled so far)
-    skip_identity=True,  # a program that returns its input teaches nothing
-    train_epochs=1,
-    train_steps=None,
-    train_fraction=0.3,  # share of an epoch's time its learning step may use
-    max_prompt_tokens=None,  # None: the engine's context less max_tokens
-    prompt_format="arc-submit",  # a preset of llm/prompts.py, a dict of PromptFormat fields, or module:attribute
-    grid_format=None,  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
-    max_sequences_per_call=512,
-    seed=0,
-    entry="transform",  # the function programs define ("main" for BARC)
-    library_dir=None,  # a folder of modules programs import (BARC: the one with common.py)
-    timeout_s=1.0,
-    memory_mb=1024,
-    workers=None,  # executor processes; None: every CPU this process may use
-    landlock=True,
-    programs_per_process=32,
-    **AUGMENTATION_DEFAULTS,
-    **TRAIN_DEFAULTS,
-)
+
+@dataclass(frozen=True)
+class InductionOptions:
+    epochs: int = 1  # search-and-learn epochs (epochs - 1 learning steps)
+    predictions_per_epoch: int = 128
+    prompt_augmentations: int = 8  # distinct augmented prompts per epoch, the samples spread over them
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    min_train_fit: float = 1.0  # share of train examples a program must reproduce for its test outputs to count
+    early_stop: bool = True
+    relabel_per_epoch: int = 32
+    relabel_pool: int = 64  # training set size of a learning step (best of all relabelled so far)
+    skip_identity: bool = True  # a program that returns its input teaches nothing
+    train_epochs: int = 1
+    train_steps: int | None = None
+    train_fraction: float = 0.3  # share of an epoch's time its learning step may use
+    max_prompt_tokens: int | None = None  # None: the engine's context less max_tokens
+    max_sequences_per_call: int = 512
+    seed: int = 0
+    prompt: PromptOptions = field(default_factory=PromptOptions)  # prompt_format, grid_format
+    augment: AugmentationOptions = field(default_factory=AugmentationOptions)  # use_dihedral, permute_colours, ...
+    train: LoraOptions = field(default_factory=LoraOptions)  # learning_rate, lora_rank, max_seq_len, ...
+    # The sandbox's settings, written at the top level too: entry ("main" for BARC), library_dir (a folder of
+    # modules programs import, BARC's with common.py), timeout_s, memory_mb, workers (None: every CPU this process
+    # may use), landlock, programs_per_process, queue_depth.
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+
+    def __post_init__(self):
+        check_range("temperature", self.temperature, 0, 10)
+        check_range("train_fraction", self.train_fraction, 0, 1)
+        check_range("min_train_fit", self.min_train_fit, 0, 1)
+        check_at_least("train_steps", self.train_steps, 0)
+
+    def train_settings(self) -> TrainSettings:
+        return self.train.settings(self.train_epochs, self.train_steps, self.seed)
 
 
 @dataclass(eq=False)
@@ -104,38 +111,13 @@ class InductionResult:
     adapter: Adapter | None = None
 
 
-def solve(task: Task, deadline, engine, emit=None, **options) -> list[list[Candidate]]:
-    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS. emit(per_test), when
-    given, hears the ranking after every epoch, so a task stopped mid-search keeps what it found."""
-    return run(task, deadline, engine, emit=emit, **options).candidates
-
-
-solve.verifies = True  # support 1.0 means a program reproduced every train pair: later solvers may be skipped
+def solve(task: Task, deadline: Deadline, context: SolverContext, options: InductionOptions) -> list[list[Candidate]]:
+    """Ranked candidates per test input (see the module docstring); context.emit hears the ranking after every
+    epoch, so a task stopped mid-search keeps what it found."""
+    return run(task, deadline, context, options).candidates
 
 
 # --- execution ---------------------------------------------------------------------------------------------
-
-_executor: tuple[ExecutionSettings, Executor] | None = None
-
-
-def executor_for(settings: ExecutionSettings) -> Executor:
-    """One warm executor per process, reused across tasks (starting one costs ~0.2 s per worker)."""
-    global _executor
-    if _executor is not None and _executor[0] != settings:
-        _executor[1].close()
-        _executor = None
-    if _executor is None:
-        _executor = (settings, Executor(settings))
-    return _executor[1]
-
-
-@atexit.register
-def close_executor() -> None:
-    global _executor
-    if _executor is not None:
-        _executor[1].close()
-        _executor = None
-
 
 def train_fit(task: Task, outputs) -> tuple[int, float]:
     """(train examples reproduced exactly, mean pixel accuracy over the train examples)."""
@@ -149,13 +131,13 @@ def train_fit(task: Task, outputs) -> tuple[int, float]:
 
 
 def execute(task: Task, sampled: list[tuple[str, Augmentation]], epoch: int, executor: Executor,
-            deadline, workers: int, timeout_s: float) -> list[Program]:
+            deadline: Deadline, workers: int, timeout_s: float) -> list[Program]:
     """Run each (code, view) on the view's train and test inputs, in chunks that fit the time left."""
     inputs = [ex.input for ex in (*task.train, *task.test)]
     programs: list[Program] = []
     at = 0
     while at < len(sampled):
-        left = seconds_left(deadline)
+        left = deadline.remaining()
         if left < 0.05:
             log.info("task %s %s: execution stopped by the deadline, %d of %d programs not run", task.id, SOLVER,
                      len(sampled) - at, len(sampled))
@@ -186,30 +168,26 @@ def fitting(task: Task, programs: list[Program], min_fit: float) -> list[Program
 def candidates_from(task: Task, programs: list[Program], min_fit: float) -> list[list[Candidate]]:
     """Per test input: grids from programs with train fit >= min_fit, by best fit, then programs behind them."""
     n_train = len(task.train)
+    fit = fitting(task, programs, min_fit)
+
+    def best(group) -> Program:
+        return max(group.members, key=lambda p: (p.exact, p.accuracy))
+
+    def score(group) -> float:
+        # Exact matches order the candidates; pixel accuracy (< 1/1000 of a match) breaks ties.
+        return best(group).fit(n_train) + best(group).accuracy / 1000
+
+    def candidate(group) -> Candidate:
+        top = best(group)
+        detail = (f"{len(group.members)} programs; best reproduces {top.exact}/{n_train} train examples "
+                  f"(pixel accuracy {top.accuracy:.3f}); epochs {sorted({p.epoch for p in group.members})}")
+        # Support: the share of train examples the best program behind the grid reproduces (1.0: verified).
+        return Candidate(group.grid, SOLVER, score(group), len(group.members), detail, support=top.fit(n_train))
+
     out = []
     for t in range(len(task.test)):
-        pool: dict[tuple, dict] = {}
-        for p in fitting(task, programs, min_fit):
-            grid = p.outputs[n_train + t]
-            if grid is None:
-                continue
-            e = pool.setdefault(grid_key(grid), {"grid": grid, "count": 0, "best": None, "epochs": set()})
-            e["count"] += 1
-            e["epochs"].add(p.epoch)
-            if e["best"] is None or (p.exact, p.accuracy) > (e["best"].exact, e["best"].accuracy):
-                e["best"] = p
-        ranked = []
-        for key, e in pool.items():
-            best = e["best"]
-            # Exact matches order the candidates; pixel accuracy (< 1/1000 of a match) breaks ties.
-            score = best.fit(n_train) + best.accuracy / 1000
-            detail = (f"{e['count']} programs; best reproduces {best.exact}/{n_train} train examples "
-                      f"(pixel accuracy {best.accuracy:.3f}); epochs {sorted(e['epochs'])}")
-            # Support: the share of train examples the best program behind the grid reproduces (1.0: verified).
-            ranked.append((-score, -e["count"], key, Candidate(e["grid"], SOLVER, score, e["count"], detail,
-                                                               support=best.fit(n_train))))
-        ranked.sort(key=lambda r: r[:3])
-        out.append([r[3] for r in ranked])
+        proposals = [(p.outputs[n_train + t], p) for p in fit if p.outputs[n_train + t] is not None]
+        out.append([candidate(g) for g in ranked_by_grid(proposals, lambda g: (-score(g), -len(g.members)))])
     return out
 
 
@@ -291,45 +269,43 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def run(task: Task, deadline, engine, emit=None, **options) -> InductionResult:
-    opts = resolve_options(SOLVER, DEFAULTS, options)
+def run(task: Task, deadline: Deadline, context: SolverContext, opts: InductionOptions) -> InductionResult:
+    engine = context.engine
     clock = PhaseClock(SOLVER, task.id)
-    fmt = prompts.prompt_format(opts["prompt_format"], opts["grid_format"])
-    n_train, epochs = len(task.train), int(opts["epochs"])
+    fmt = opts.prompt.format()
+    n_train, epochs = len(task.train), opts.epochs
     result = InductionResult([[] for _ in task.test], clock.seconds)
-    adapter_name = f"{SOLVER}-{task.id}"
-    context = engine_context_tokens(engine)
-    limit = opts["max_prompt_tokens"] or (context - int(opts["max_tokens"]) if context else None)
-    train_limit = min(int(opts["max_seq_len"]), context or int(opts["max_seq_len"]))
-    execution = ExecutionSettings(**{k: opts[k] for k in EXECUTION_FIELDS})
-    sampling = Sampling(n=1, temperature=float(opts["temperature"]), top_p=float(opts["top_p"]),
-                        max_tokens=int(opts["max_tokens"]), seed=int(opts["seed"]))
+    adapter_name = f"{SOLVER}-{safe_file_name(task.id)}"  # also its folder's name: ids are data
+    context_tokens = engine.model_settings.max_model_len
+    limit = opts.max_prompt_tokens or (context_tokens - opts.max_tokens if context_tokens else None)
+    train_limit = min(opts.train.max_seq_len, context_tokens or opts.train.max_seq_len)
+    sampling = Sampling(n=1, temperature=opts.temperature, top_p=opts.top_p, max_tokens=opts.max_tokens,
+                        seed=opts.seed)
     pool: list[Relabelled] = []  # every epoch's relabelled programs, best first
     seen: set = set()
     adapter = None
     try:
         for epoch in range(epochs):
-            if seconds_left(deadline) <= 0:
+            if deadline.passed():
                 break
             learns_after = epoch < epochs - 1
-            share = seconds_left(deadline) / (epochs - epoch)
+            share = deadline.remaining() / (epochs - epoch)
             # Sampling leaves room for this epoch's execution (a tenth) and its learning step.
-            sampling_deadline = time.time() + share * (0.9 - (float(opts["train_fraction"]) if learns_after else 0))
+            sampling_deadline = deadline.within(share * (0.9 - (opts.train_fraction if learns_after else 0)))
 
             with clock.phase("data prep", lambda: f"epoch {epoch}: {len(items)} prompts"):
                 # The identity and fresh random views each epoch: new views, new programs.
-                n_views = max(1, min(int(opts["prompt_augmentations"]), int(opts["predictions_per_epoch"])))
-                views = augmentation_set(n_views, task_rng(opts["seed"], task.id, 100 + epoch), n_train,
-                                         **{k: opts[k] for k in AUGMENTATION_DEFAULTS})
+                n_views = max(1, min(opts.prompt_augmentations, opts.predictions_per_epoch))
+                views = augmentation_set(n_views, task_rng(opts.seed, task.id, 100 + epoch), n_train,
+                                         **opts.augment.kwargs())
                 items = view_prompts(task, views, engine, fmt, limit)
             if not items:
                 break
-            counts = split_evenly(int(opts["predictions_per_epoch"]), len(items))
+            counts = split_evenly(opts.predictions_per_epoch, len(items))
             with clock.phase("sampling", lambda: f"epoch {epoch}: {run_.sequences} samples in {run_.calls} calls"
                                                  + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
-                run_ = generate_within(engine, [p for _, p in items], counts, sampling, adapter,
-                                       min(sampling_deadline, deadline_at(deadline) or float("inf")),
-                                       int(opts["max_sequences_per_call"]))
+                run_ = generate_within(engine, context.speed, [p for _, p in items], counts, sampling, adapter,
+                                       sampling_deadline, opts.max_sequences_per_call)
             result.samples += run_.sequences
             result.tokens += sum(g.n_tokens for gens in run_.generations for g in gens)
             sampled = [(code, view) for (view, _), gens in zip(items, run_.generations)
@@ -339,39 +315,40 @@ def run(task: Task, deadline, engine, emit=None, **options) -> InductionResult:
                                                   f"samples, {sum(p.fit(n_train) == 1 for p in new)} fit all train"):
                 new = []
                 if sampled:
-                    executor = executor_for(execution)
-                    new = execute(task, sampled, epoch, executor, deadline, execution.resolved_workers(),
-                                  float(opts["timeout_s"]))
+                    new = execute(task, sampled, epoch, context.programs.for_settings(opts.execution), deadline,
+                                  opts.execution.resolved_workers(), opts.execution.timeout_s)
             result.programs.extend(new)
             result.epochs_run = epoch + 1
-            if emit is not None and new:
-                emit(candidates_from(task, result.programs, float(opts["min_train_fit"])))
-            if opts["early_stop"] and early_stop_reached(task, result.programs):
+            if new:
+                context.emit(candidates_from(task, result.programs, opts.min_train_fit))
+            if opts.early_stop and early_stop_reached(task, result.programs):
                 result.stopped_early = True
                 log.info("task %s %s: early stop after epoch %d: two distinct answers from programs that solve "
                          "every train example", task.id, SOLVER, epoch)
                 break
-            if not learns_after or seconds_left(deadline) <= 0:
+            if not learns_after or deadline.passed():
                 continue
 
             with clock.phase("data prep", lambda: f"epoch {epoch}: relabelled {len(fresh)} programs, pool {len(pool)}"):
-                fresh = relabel(task, new, engine, fmt, train_limit, int(opts["relabel_per_epoch"]),
-                                bool(opts["skip_identity"]), seen)
+                fresh = relabel(task, new, engine, fmt, train_limit, opts.relabel_per_epoch, opts.skip_identity, seen)
                 pool = sorted(pool + fresh, key=lambda r: r.rank)
-                training = [(r.prompt, r.completion) for r in pool[: int(opts["relabel_pool"])]]
-            train_s = seconds_left(deadline) / (epochs - epoch - 1) * float(opts["train_fraction"])
+                training = [(r.prompt, r.completion) for r in pool[:opts.relabel_pool]]
+            train_s = deadline.remaining() / (epochs - epoch - 1) * opts.train_fraction
             if training and train_s >= 0.1:
                 # Training replaces the task's adapter; if it fails, the next epoch samples the base model.
-                adapter = train_adapter_logged(engine, adapter_name, training,
-                                               train_settings(opts, opts["train_epochs"], opts["train_steps"]),
-                                               time.time() + train_s, clock)
+                adapter = train_adapter_logged(context, adapter_name, training, opts.train_settings(),
+                                               Deadline.in_seconds(train_s), clock)
                 if adapter is not None:
                     result.learning_steps += 1
         result.relabelled = len(pool)
         result.adapter = adapter
         with clock.phase("ranking"):
-            result.candidates = candidates_from(task, result.programs, float(opts["min_train_fit"]))
+            result.candidates = candidates_from(task, result.programs, opts.min_train_fit)
     finally:
         engine.delete_adapter(adapter_name)
     log.info("task %s %s: %s", task.id, SOLVER, clock.summary())
     return result
+
+
+# Support 1.0 means a program reproduced every train pair: later solvers of the chain may be skipped.
+INDUCTION = Solver(SOLVER, solve, InductionOptions, verifies=True, training=lambda options: options.train.needs())

@@ -9,19 +9,26 @@ process (only a worker's first task pays for the probe). A call is predicted to 
 ARC prompts run to 8k tokens, so prompt processing and the context's share of a decoding step both matter (a
 step at 7k tokens of context was 35× one at 100 on the 2-core CPU). A batch costs about as much per step as one
 sequence on a GPU (batch_growth ≈ 0) and grows with the batch on a CPU. Prompt tokens count once per prompt,
-except for the transformers engine, which processes the prompt again for every sample (num_return_sequences).
+except on an engine that says it processes the prompt again for every sample (`Engine.prefills_per_sample`:
+transformers' num_return_sequences, in the hf engine and unsloth without fast_inference).
+
+The speed model belongs to the worker (SolverContext.speed), made for its engine: every solver on that worker
+reads and refines the same one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ..llm.engine import Generation, Sampling, seconds_left
+from ..budget import Deadline
+from ..llm.engine import Generation, Sampling
+
+if TYPE_CHECKING:
+    from ..llm.engine import Adapter, Engine
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +38,28 @@ GROWTH_LIMIT = 4
 PROBE_PROMPT = "Example 1\ninput:\n0120\n3450\noutput:\n"  # short: the decoding step with almost no context
 MARGIN_S = 0.05  # time kept back for the bookkeeping after the last call
 SAFETY = 1.25  # predictions were up to 1.5× short for batches larger than any measured on a CPU
-PROMPT_PER_SAMPLE = {"hf"}  # engines that process a prompt once per sample
 
 
 @dataclass
 class SpeedModel:
+    prefills_per_sample: bool = False  # the engine's: a prompt is processed again for every sample
     prefill_s: float = 0.0  # seconds per prompt token processed
     step_s: float | None = None  # seconds per decoding step of one sequence with (almost) no context
     context_s: float = 0.0  # seconds each token of context adds to a decoding step
     batch_growth: float = 0.0  # relative growth of a decoding step per further sequence in the batch
     largest_work: int = 0  # sequences × max_tokens of the largest call made
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> "SpeedModel":
+        """Nothing measured yet (probe_speed does it at the first sampling); how the engine processes prompts."""
+        return cls(prefills_per_sample=engine.prefills_per_sample)
+
+    def prompt_cost(self, prompt_tokens: Sequence[int], per_prompt: int, logprobs: bool = False) -> int:
+        """Prompt tokens a call processes: once per prompt, or (prefills_per_sample) again per sample and once
+        more per sample for the log-probability pass."""
+        if not self.prefills_per_sample:
+            return sum(prompt_tokens)
+        return sum(prompt_tokens) * per_prompt * (2 if logprobs else 1)
 
     def allows(self, sequences: int, max_tokens: int) -> bool:
         """A call at most GROWTH_LIMIT times the largest seen (one sequence always). Extrapolating far beyond
@@ -69,33 +88,12 @@ class SpeedModel:
             self.batch_growth = max(0.0, per_step / single - 1) / (sequences - 1)
 
 
-_SPEEDS: dict[int, tuple] = {}  # id(engine) -> (weak reference to the engine, its SpeedModel)
-
-
-def speed_of(engine) -> SpeedModel:
-    entry = _SPEEDS.get(id(engine))
-    if entry is None or entry[0]() is not engine:  # new engine (ids of dead objects are reused)
-        try:
-            ref = weakref.ref(engine)
-        except TypeError:
-            ref = lambda: None  # noqa: E731 - cannot be told apart later: a fresh model every time
-        entry = _SPEEDS[id(engine)] = (ref, SpeedModel())
-    return entry[1]
-
-
-def _prompt_cost(engine, prompt_tokens: Sequence[int], per_prompt: int, logprobs: bool = False) -> int:
-    if getattr(engine, "name", "") not in PROMPT_PER_SAMPLE:
-        return sum(prompt_tokens)
-    # transformers: the prompt again per sample, and once more per sample for the log-probability pass.
-    return sum(prompt_tokens) * per_prompt * (2 if logprobs else 1)
-
-
-def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None, deadline=None) -> SpeedModel:
-    """Four short timed calls when nothing is known about this engine yet (their text is thrown away): a few
-    steps on a tiny prompt, alone (the bare step) and as a batch (its growth with the batch), one token of
-    `prompt` (≈ its processing), a few steps of a variant of `prompt` (a different first character, so a prefix
-    cache cannot serve it: the step at long context). Gives up, knowing nothing, if the deadline passes."""
-    speed = speed_of(engine)
+def probe_speed(engine: Engine, speed: SpeedModel, prompt: str, sampling: Sampling, deadline: Deadline,
+                adapter: Adapter | None = None) -> SpeedModel:
+    """`speed` filled in by four short timed calls of `engine` when nothing is known yet (their text is thrown
+    away): a few steps on a tiny prompt, alone (the bare step) and as a batch (its growth with the batch), one
+    token of `prompt` (≈ its processing), a few steps of a variant of `prompt` (a different first character, so a
+    prefix cache cannot serve it: the step at long context). Gives up, knowing nothing, if the deadline passes."""
     if speed.step_s is not None:
         return speed
     quiet = replace(sampling, n=1, logprobs=False, stop=())
@@ -111,7 +109,7 @@ def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None, deadline=
              ("~" + prompt, PROBE_STEPS, 1)]
     timings = []
     for text, max_tokens, n in calls:
-        if seconds_left(deadline) <= 0:  # a fresh engine's first call can be slow (kernels, caches)
+        if deadline.passed():  # a fresh engine's first call can be slow (kernels, caches)
             log.info("sampling speed probe stopped by the deadline")
             return speed
         timings.append(timed(text, max_tokens, n))
@@ -120,7 +118,7 @@ def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None, deadline=
     speed.prefill_s = max(one_s - long_step, 0.0) / max(n_prompt, 1)
     speed.step_s = max((short_s - speed.prefill_s * n_short) / short_steps, 1e-5)
     speed.context_s = max(long_step - speed.step_s, 0.0) / max(n_prompt, 1)
-    batch_step = (batch_s - speed.prefill_s * _prompt_cost(engine, [n_short], PROBE_BATCH)) / batch_steps
+    batch_step = (batch_s - speed.prefill_s * speed.prompt_cost([n_short], PROBE_BATCH)) / batch_steps
     speed.batch_growth = max(batch_step / speed.step_s - 1, 0.0) / (PROBE_BATCH - 1)
     speed.largest_work = PROBE_BATCH * PROBE_STEPS
     log.info("sampling speed probe: %.3f ms per prompt token, %.2f ms per step + %.4f ms per token of context, "
@@ -129,16 +127,15 @@ def probe_speed(engine, prompt: str, sampling: Sampling, adapter=None, deadline=
     return speed
 
 
-def predict_seconds(engine, prompt_tokens: Sequence[int], per_prompt: int, max_tokens: int,
+def predict_seconds(speed: SpeedModel, prompt_tokens: Sequence[int], per_prompt: int, max_tokens: int,
                     max_sequences_per_call: int = 512, logprobs: bool = False) -> float:
     """Time sampling `per_prompt` samples of each prompt should take (0 when the engine was never probed)."""
-    speed = speed_of(engine)
     if speed.step_s is None or not prompt_tokens or per_prompt <= 0:
         return 0.0
     sequences = len(prompt_tokens) * per_prompt
     cap = max(max_sequences_per_call, 1)
     calls = -(-sequences // cap)
-    return (speed.prefill_s * _prompt_cost(engine, prompt_tokens, per_prompt, logprobs)
+    return (speed.prefill_s * speed.prompt_cost(prompt_tokens, per_prompt, logprobs)
             + calls * max_tokens * speed.step(max(prompt_tokens) + max_tokens, min(sequences, cap)))
 
 
@@ -150,7 +147,8 @@ class SamplingRun:
     stopped_by_deadline: bool
 
 
-def generate_within(engine, prompts: Sequence[str], n: int | Sequence[int], sampling: Sampling, adapter, deadline,
+def generate_within(engine: Engine, speed: SpeedModel, prompts: Sequence[str], n: int | Sequence[int],
+                    sampling: Sampling, adapter: Adapter | None, deadline: Deadline,
                     max_sequences_per_call: int = 512, prompt_tokens: Sequence[int] | None = None) -> SamplingRun:
     """`n` samples of each prompt (or n[i] of prompt i; sampling.n is ignored), prompts in order, as far as the
     deadline allows.
@@ -163,19 +161,18 @@ def generate_within(engine, prompts: Sequence[str], n: int | Sequence[int], samp
     work = deque((i, k) for i, k in enumerate(asked) if k > 0)
     calls = sequences = 0
     stopped = False
-    if work and seconds_left(deadline) > MARGIN_S:
-        probe_speed(engine, prompts[work[0][0]], sampling, adapter, deadline)
-    speed = speed_of(engine)
+    if work and deadline.remaining() > MARGIN_S:
+        probe_speed(engine, speed, prompts[work[0][0]], sampling, deadline, adapter)
     tokens = list(prompt_tokens) if prompt_tokens is not None else [engine.count_tokens(p) for p in prompts]
     while work:
-        left = seconds_left(deadline) - MARGIN_S
+        left = deadline.remaining() - MARGIN_S
         first, wanted = work[0]
 
         def fits(batch: list[int], per_prompt: int) -> bool:
             size = len(batch) * per_prompt
             context = max(tokens[i] for i in batch)
             return size <= max_sequences_per_call and speed.allows(size, sampling.max_tokens) and SAFETY * speed.predict(
-                _prompt_cost(engine, [tokens[i] for i in batch], per_prompt, sampling.logprobs), context, size,
+                speed.prompt_cost([tokens[i] for i in batch], per_prompt, sampling.logprobs), context, size,
                 sampling.max_tokens) <= left
 
         # The most samples of the first prompt that fit; if all do, as many more prompts as fit with as many.
@@ -197,15 +194,15 @@ def generate_within(engine, prompts: Sequence[str], n: int | Sequence[int], samp
         if per_prompt < wanted:
             work.appendleft((first, wanted - per_prompt))
         seed = None if sampling.seed is None else sampling.seed + calls
-        cost = _prompt_cost(engine, [tokens[i] for i in batch], per_prompt, sampling.logprobs)
+        cost = speed.prompt_cost([tokens[i] for i in batch], per_prompt, sampling.logprobs)
         predicted = speed.predict(cost, max(tokens[i] for i in batch), len(batch) * per_prompt, sampling.max_tokens)
         t0 = time.time()
         out = engine.generate([prompts[i] for i in batch], replace(sampling, n=per_prompt, seed=seed), adapter)
         steps = max((g.n_tokens for gens in out for g in gens), default=1)
         log.debug("generate: %d prompts × %d samples, %d steps in %.2fs (predicted at most %.2fs for %d steps)",
                   len(batch), per_prompt, steps, time.time() - t0, predicted, sampling.max_tokens)
-        speed.observe(time.time() - t0, _prompt_cost(engine, [tokens[i] for i in batch], per_prompt, sampling.logprobs),
-                      max(tokens[i] for i in batch), len(batch) * per_prompt, steps, sampling.max_tokens)
+        speed.observe(time.time() - t0, cost, max(tokens[i] for i in batch), len(batch) * per_prompt, steps,
+                      sampling.max_tokens)
         for i, gens in zip(batch, out):
             results[i].extend(gens)
         calls += 1

@@ -9,57 +9,73 @@ Per task:
    of the task's time is used, whichever comes first.
 3. sampling: every view of every test input, in calls sized to the time left (solvers.sampling).
 4. voting: each answer is mapped back through its view's inverse; equal grids pool their votes. Candidates are
-   ranked by votes, then by mean token log-probability.
+   ranked by votes, then by mean token log-probability, and emitted at once.
+5. scoring (scorer augmented or product): the best-voted grids re-ranked by the adapter's augmented
+   log-probability, and emitted again. A task killed or out of memory while scoring keeps its votes.
 The adapter is deleted at the end, so the next task starts from the base model.
 
-    candidates = solve(task, Deadline.in_seconds(60), engine, n_augmentations=8, ttt_steps=64)
+    context = SolverContext.for_engine(engine)
+    candidates = TRANSDUCTION.solve(task, Deadline.in_seconds(60), context,
+                                    TRANSDUCTION.make_options({"n_augmentations": 8, "ttt_steps": 64}))
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from ..augment import Augmentation, augmentation_set
+from ..budget import Deadline
+from ..candidates import Candidate, ranked_by_grid
+from ..fileio import safe_file_name
 from ..llm import prompts
-from ..llm.engine import Adapter, Sampling, seconds_left
-from ..candidates import Candidate, grid_key
+from ..llm.engine import Adapter, Generation, Sampling, TrainSettings
 from ..tasks import MAX_SIDE, Task
-from .common import (AUGMENTATION_DEFAULTS, TRAIN_DEFAULTS, PhaseClock, engine_context_tokens, fit_examples,
-                     resolve_options, task_rng, train_adapter_logged, train_settings)
-from .sampling import generate_within, greedy_copies, predict_seconds, probe_speed, speed_of
+from . import Solver, SolverContext
+from .common import (AugmentationOptions, LoraOptions, PhaseClock, PromptOptions, fit_examples, task_rng,
+                     train_adapter_logged)
+from .options import check_at_least, check_range
+from .sampling import generate_within, greedy_copies, predict_seconds, probe_speed
 
 log = logging.getLogger(__name__)
 SOLVER = "transduction"
 
-DEFAULTS = dict(
-    n_augmentations=8,  # views of each test input sampled (identity first)
-    samples_per_augmentation=1,  # samples per view (1 at temperature 0: greedy samples are all the same)
-    temperature=0.0,
-    top_p=1.0,
-    max_tokens=None,  # answer length cap; None: from the largest grids of the task
-    logprobs=True,  # rank equal-vote candidates by mean token log-probability
-    ttt=True,  # test-time training on the task's own examples
-    ttt_augmentations=16,  # augmented copies of the leave-one-out set
-    ttt_epochs=1,
-    ttt_steps=None,  # optimizer steps at most; None: the epochs decide
-    train_fraction=0.5,  # share of the task's time training may use (sampling needs the rest)
-    max_prompt_tokens=None,  # None: the engine's context less the answer
-    prompt_format="arc-submit",  # a preset of llm/prompts.py, a dict of PromptFormat fields, or module:attribute
-    grid_format=None,  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
-    max_sequences_per_call=512,
+
+@dataclass(frozen=True)
+class TransductionOptions:
+    n_augmentations: int = 8  # views of each test input sampled (identity first)
+    samples_per_augmentation: int = 1  # samples per view (1 at temperature 0: greedy samples are all the same)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int | None = None  # answer length cap; None: from the largest grids of the task
+    logprobs: bool = True  # rank equal-vote candidates by mean token log-probability
+    ttt: bool = True  # test-time training on the task's own examples
+    ttt_augmentations: int = 16  # augmented copies of the leave-one-out set
+    ttt_epochs: int = 1
+    ttt_steps: int | None = None  # optimizer steps at most; None: the epochs decide
+    train_fraction: float = 0.5  # share of the task's time training may use (sampling needs the rest)
+    max_prompt_tokens: int | None = None  # None: the engine's context less the answer
+    max_sequences_per_call: int = 512
     # Re-ranking: "votes" keeps the vote order; "augmented" scores each distinct grid with the task's adapter under
     # the sampled views (NVARC, 2025: views that produced it + mean augmented log-probability); "product" ranks by
     # the augmented probabilities alone (the ARChitects' product of experts).
-    scorer="votes",
-    max_scored_candidates=16,  # per test input, best-voted first
-    seed=0,
-    **AUGMENTATION_DEFAULTS,
-    **TRAIN_DEFAULTS,
-)
+    scorer: Literal["votes", "augmented", "product"] = "votes"
+    max_scored_candidates: int = 16  # per test input, best-voted first
+    seed: int = 0
+    prompt: PromptOptions = field(default_factory=PromptOptions)  # prompt_format, grid_format
+    augment: AugmentationOptions = field(default_factory=AugmentationOptions)  # use_dihedral, permute_colours, ...
+    train: LoraOptions = field(default_factory=LoraOptions)  # learning_rate, lora_rank, max_seq_len, ...
+
+    def __post_init__(self):
+        check_range("temperature", self.temperature, 0, 10)
+        check_range("train_fraction", self.train_fraction, 0, 1)
+        check_at_least("ttt_steps", self.ttt_steps, 0)
+
+    def train_settings(self) -> TrainSettings:
+        return self.train.settings(self.ttt_epochs, self.ttt_steps, self.seed)
 
 
 @dataclass
@@ -74,10 +90,11 @@ class TransductionResult:
     dropped: dict[str, int] = field(default_factory=dict)  # examples / views dropped to fit the context
 
 
-def solve(task: Task, deadline, engine, emit=None, **options) -> list[list[Candidate]]:
-    """Ranked candidates per test input (see the module docstring); options: see DEFAULTS. emit(per_test), when
-    given, hears the candidates as soon as they exist (the worker journals them before anything else can fail)."""
-    return run(task, deadline, engine, emit=emit, **options).candidates
+def solve(task: Task, deadline: Deadline, context: SolverContext,
+          options: TransductionOptions) -> list[list[Candidate]]:
+    """Ranked candidates per test input (see the module docstring); context.emit hears them after voting and
+    again after re-ranking, so the worker journals them before anything later can fail."""
+    return run(task, deadline, context, options).candidates
 
 
 def answer_token_budget(task: Task, engine, fmt) -> int:
@@ -165,110 +182,105 @@ def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapte
     return out
 
 
-def vote(task: Task, items: list[tuple[int, Augmentation, str]], generations, fmt) -> tuple[list[list[Candidate]], int]:
+def vote(task: Task, items: list[tuple[int, Augmentation, str]],
+         generations: list[list[Generation]], fmt) -> tuple[list[list[Candidate]], int]:
     """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability."""
-    pools: list[dict[tuple, dict]] = [{} for _ in task.test]
+    proposals: list[list] = [[] for _ in task.test]  # per test input: (grid, (view name, mean log-prob))
     samples = [0] * len(task.test)  # drawn per test input, parsed or not: the denominator of a grid's support
-    parsed = 0
     for (t, aug, _), gens in zip(items, generations):
         samples[t] += len(gens)
         for g in gens:
             grid = prompts.grid_from_completion(g.text, fmt)
-            if grid is None:
-                continue
-            parsed += 1
-            grid = aug.invert_grid(grid)
-            entry = pools[t].setdefault(grid_key(grid), {"grid": grid, "count": 0, "logprobs": [], "views": []})
-            entry["count"] += 1
-            if g.mean_logprob is not None:
-                entry["logprobs"].append(g.mean_logprob)
-            if aug.name not in entry["views"]:
-                entry["views"].append(aug.name)
-    candidates = []
-    for t, pool in enumerate(pools):
-        ranked = []
-        for key, e in pool.items():
-            score = float(np.mean(e["logprobs"])) if e["logprobs"] else 0.0
-            views = " ".join(e["views"][:4]) + (" …" if len(e["views"]) > 4 else "")
-            ranked.append((-e["count"], -score, key, Candidate(e["grid"], SOLVER, score, e["count"],
-                                                               f"{e['count']} votes from views {views}",
-                                                               support=e["count"] / samples[t])))
-        ranked.sort(key=lambda r: r[:3])
-        candidates.append([r[3] for r in ranked])
-    return candidates, parsed
+            if grid is not None:
+                proposals[t].append((aug.invert_grid(grid), (aug.name, g.mean_logprob)))
+    candidates = [[_voted(group, samples[t]) for group in ranked_by_grid(
+        proposed, lambda group: (-len(group.members), -_mean_logprob(group)))] for t, proposed in enumerate(proposals)]
+    return candidates, sum(len(p) for p in proposals)
 
 
-def run(task: Task, deadline, engine, emit=None, **options) -> TransductionResult:
-    opts = resolve_options(SOLVER, DEFAULTS, options)
+def _mean_logprob(group) -> float:
+    logprobs = [lp for _, lp in group.members if lp is not None]
+    return float(np.mean(logprobs)) if logprobs else 0.0
+
+
+def _voted(group, samples: int) -> Candidate:
+    views = list(dict.fromkeys(name for name, _ in group.members))
+    shown = " ".join(views[:4]) + (" …" if len(views) > 4 else "")
+    votes = len(group.members)
+    return Candidate(group.grid, SOLVER, _mean_logprob(group), votes, f"{votes} votes from views {shown}",
+                     support=votes / samples)
+
+
+def run(task: Task, deadline: Deadline, context: SolverContext, opts: TransductionOptions) -> TransductionResult:
+    engine, speed = context.engine, context.speed
     clock = PhaseClock(SOLVER, task.id)
-    fmt = prompts.prompt_format(opts["prompt_format"], opts["grid_format"])
+    fmt = opts.prompt.format()
     dropped: dict[str, int] = {}
     result = TransductionResult([[] for _ in task.test], clock.seconds, dropped=dropped)
-    adapter_name = f"{SOLVER}-{task.id}"
-    aug_options = {k: opts[k] for k in AUGMENTATION_DEFAULTS}
+    adapter_name = f"{SOLVER}-{safe_file_name(task.id)}"  # also its folder's name: ids are data
     try:
         with clock.phase("data prep", lambda: f"{result.train_pairs} training pairs, {len(items)} prompts"
                                               + (f", dropped {dropped}" if dropped else "")):
-            max_tokens = int(opts["max_tokens"] or answer_token_budget(task, engine, fmt))
-            context = engine_context_tokens(engine)
-            prompt_limit = opts["max_prompt_tokens"] or (context - max_tokens if context else None)
-            wants_training = opts["ttt"] and opts["ttt_augmentations"] > 0 and opts["ttt_steps"] != 0
+            max_tokens = opts.max_tokens or answer_token_budget(task, engine, fmt)
+            context_tokens = engine.model_settings.max_model_len
+            prompt_limit = opts.max_prompt_tokens or (context_tokens - max_tokens if context_tokens else None)
+            wants_training = opts.ttt and opts.ttt_augmentations > 0 and opts.ttt_steps != 0
             pairs = []
             if wants_training and len(task.train) >= 2:
-                train_limit = min(int(opts["max_seq_len"]), context or int(opts["max_seq_len"]))
-                ttt_augs = augmentation_set(int(opts["ttt_augmentations"]), task_rng(opts["seed"], task.id, 1),
-                                            len(task.train), **aug_options)
+                train_limit = min(opts.train.max_seq_len, context_tokens or opts.train.max_seq_len)
+                ttt_augs = augmentation_set(opts.ttt_augmentations, task_rng(opts.seed, task.id, 1), len(task.train),
+                                            **opts.augment.kwargs())
                 pairs = training_pairs(task, ttt_augs, engine, fmt, train_limit, dropped)
             result.train_pairs = len(pairs)
-            views = augmentation_set(int(opts["n_augmentations"]), task_rng(opts["seed"], task.id, 2),
-                                     len(task.train), **aug_options)
+            views = augmentation_set(opts.n_augmentations, task_rng(opts.seed, task.id, 2), len(task.train),
+                                     **opts.augment.kwargs())
             items = view_prompts(task, views, engine, fmt, prompt_limit, dropped)
             prompt_tokens = [engine.count_tokens(p) for _, _, p in items]
         if dropped:
             log.warning("task %s %s: prompts over the context limit; dropped %s", task.id, SOLVER, dropped)
 
-        n = greedy_copies(opts["samples_per_augmentation"], float(opts["temperature"]))
-        sampling = Sampling(n=1, temperature=float(opts["temperature"]), top_p=float(opts["top_p"]),
-                            max_tokens=max_tokens, seed=int(opts["seed"]), logprobs=bool(opts["logprobs"]))
+        n = greedy_copies(opts.samples_per_augmentation, opts.temperature)
+        sampling = Sampling(n=1, temperature=opts.temperature, top_p=opts.top_p, max_tokens=max_tokens,
+                            seed=opts.seed, logprobs=opts.logprobs)
         adapter = None
-        if pairs and items and seconds_left(deadline) > 0:
+        if pairs and items and not deadline.passed():
             # Training may use train_fraction of the time, but never what sampling every view needs.
-            if speed_of(engine).step_s is None:  # a worker's first task: time the engine once
+            if speed.step_s is None:  # a worker's first task: time the engine once
                 with clock.phase("speed probe"):
-                    probe_speed(engine, items[0][2], sampling, deadline=deadline)
-            sampling_s = predict_seconds(engine, prompt_tokens, n, max_tokens, int(opts["max_sequences_per_call"]),
+                    probe_speed(engine, speed, items[0][2], sampling, deadline)
+            sampling_s = predict_seconds(speed, prompt_tokens, n, max_tokens, opts.max_sequences_per_call,
                                          sampling.logprobs)
-            left = seconds_left(deadline)
-            train_s = min(left * float(opts["train_fraction"]), left - sampling_s)
+            left = deadline.remaining()
+            train_s = min(left * opts.train_fraction, left - sampling_s)
             if train_s < 0.1:
                 log.info("task %s %s: no time to train (%.1fs left, sampling needs about %.1fs)", task.id, SOLVER,
                          left, sampling_s)
                 pairs = []
             if pairs:
-                adapter = train_adapter_logged(engine, adapter_name, pairs,
-                                               train_settings(opts, opts["ttt_epochs"], opts["ttt_steps"]),
-                                               time.time() + train_s, clock)
+                adapter = train_adapter_logged(context, adapter_name, pairs, opts.train_settings(),
+                                               Deadline.in_seconds(train_s), clock)
         result.adapter = adapter
 
-        if items and seconds_left(deadline) > 0:
+        if items and not deadline.passed():
             with clock.phase("sampling", lambda: f"{run_.sequences} samples of up to {max_tokens} tokens in "
                                                  f"{run_.calls} calls"
                                                  + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
-                run_ = generate_within(engine, [p for _, _, p in items], n, sampling, adapter, deadline,
-                                       int(opts["max_sequences_per_call"]), prompt_tokens)
+                run_ = generate_within(engine, speed, [p for _, _, p in items], n, sampling, adapter, deadline,
+                                       opts.max_sequences_per_call, prompt_tokens)
             result.samples = run_.sequences
             result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
                 result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
-            if opts["scorer"] != "votes" and any(result.candidates) and seconds_left(deadline) > 0:
-                with clock.phase("scoring", lambda: f"{sum(min(len(c), opts['max_scored_candidates']) for c in result.candidates)} grids x views"):
+            context.emit(result.candidates)  # journaled now: scoring can still fail, run out of memory or time
+            if opts.scorer != "votes" and any(result.candidates) and not deadline.passed():
+                with clock.phase("scoring", lambda: f"{sum(min(len(c), opts.max_scored_candidates) for c in result.candidates)} grids x views"):
                     result.candidates = rescore(engine, task, items, result.candidates, adapter, fmt,
-                                                int(opts["max_scored_candidates"]), opts["scorer"] == "product")
-                if emit is not None:
-                    emit(result.candidates)
-            if emit is not None:
-                emit(result.candidates)
+                                                opts.max_scored_candidates, opts.scorer == "product")
+                context.emit(result.candidates)
     finally:
         engine.delete_adapter(adapter_name)
     log.info("task %s %s: %s", task.id, SOLVER, clock.summary())
     return result
+
+
+TRANSDUCTION = Solver(SOLVER, solve, TransductionOptions, training=lambda options: options.train.needs())

@@ -1,0 +1,188 @@
+"""One worker process (one per GPU, or N on a CPU): load the engine once, then solve the tasks the supervisor
+(worker_pool.py) hands out over this worker's pipe, journaling everything as it goes.
+
+The pipe, worker side: send ("ready", None, None) once loaded; for each task received as (task id, attempt,
+tasks not yet started), send ("start", task id, its Deadline) before solving (if we die from there on, the
+supervisor knows which task to settle and retry), ("emitted", task id, None) whenever candidates were journaled
+mid-task (a reason to re-assemble soon), then ("end", task id, None), which also asks for the next task. None
+from the supervisor, or the run's deadline, ends the loop.
+
+Per task each solver of the chain runs in turn with its share of the task's time; its candidates go to the
+journal whenever it emits them and when it returns, so a task killed later keeps them. A worker whose supervisor
+dies kills itself and everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .budget import Deadline, allot_task_deadline
+from .candidates import Candidate, valid_candidates
+from .config import RunConfig, SolverConfig
+from .journal import Journal
+from .solvers import Solver, SolverContext, resolve_solver
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChainedSolver:
+    """One solver of the run's chain as a worker runs it: its config, the Solver, and its options, built once."""
+    spec: SolverConfig
+    solver: Solver
+    options: Any
+
+
+def solver_chain(config: RunConfig) -> list[ChainedSolver]:
+    """The config's solvers resolved and their options built (ValueError naming the solver and option)."""
+    chain = []
+    for spec in config.solvers:
+        solver = resolve_solver(spec.name)
+        chain.append(ChainedSolver(spec, solver, solver.make_options(spec.options)))
+    return chain
+
+
+def make_engine(config: RunConfig, device: str, chain: list[ChainedSolver]):
+    """The engine named in config, loaded once per worker (None when the solvers need no model)."""
+    if config.engine.kind == "none":
+        return None
+    from .llm import make_engine as make_llm_engine
+
+    # The memory plan reserves the largest training any solver of the chain asks for.
+    needs = [n for n in (link.solver.training_needs(link.options) for link in chain) if n is not None]
+    options = {"device": device, "seed": config.seed, **config.engine.options}
+    return make_llm_engine(config.engine.kind, config.engine.model,
+                           train_seq_len=max((n.max_seq_len for n in needs), default=0),
+                           lora_rank=max((n.lora_rank for n in needs), default=0), **options)
+
+
+def die_with_supervisor(poll_s: float = 0.5) -> None:
+    """A daemon thread that kills this worker's whole process group (itself, vLLM's engine core, program
+    runners) as soon as its parent is gone: a SIGKILLed supervisor must not leave GPU workers running."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def journal_per_test(journal: Journal, task: Task, per_test, snapshot: str) -> None:
+    """A solver's candidates, one line per test input, each naming the input it answers; grids that break the ARC
+    rules are dropped and noted."""
+    if len(per_test) != len(task.test):
+        raise ValueError(f"task {task.id}: the solver returned {len(per_test)} candidate lists for "
+                         f"{len(task.test)} test inputs (one list per test input, in order)")
+    for test_index, candidates in enumerate(per_test):
+        def dropped(why: str, i=test_index) -> None:
+            journal.write("invalid-candidate", task.id, test_index=i, error=why)
+            log.warning("task %s test %d: invalid candidate dropped: %s", task.id, i, why)
+        journal.candidates(task.id, test_index, task.test[test_index].input, valid_candidates(candidates, dropped),
+                           snapshot=snapshot)
+
+
+def solve_task(task: Task, attempt: int, task_deadline: Deadline, chain: list[ChainedSolver],
+               context: SolverContext, journal: Journal, conn, already_done=(),
+               skip_after_verified: bool = True) -> None:
+    """Run the task through each solver of the chain in turn, each with its share of the time left, journaling
+    as they go: `solver-start` / `solver-done` (or `solver-error`, `solver-skipped`) per solver, then `done`, or
+    `error` when every solver that ran raised. Solvers in already_done (finished by an earlier run) are skipped."""
+    started = time.time()
+    ran, failed, verified = [], [], False
+    for i, link in enumerate(chain):
+        spec = link.spec
+        if spec.name in already_done:
+            continue
+        if verified and skip_after_verified:
+            journal.write("solver-skipped", task.id, solver=spec.name, reason="an earlier solver verified an answer")
+            continue
+        rest = [later for later in chain[i:] if later.spec.name not in already_done]
+        share = spec.share if spec.share is not None else 1.0 / len(rest)
+        sub_deadline = task_deadline if len(rest) == 1 else task_deadline.within(task_deadline.remaining() * share)
+        # Each journaling of this attempt replaces the last (a snapshot): the final answer supersedes the running
+        # ones, and a task killed mid-way keeps its latest.
+        snapshot = f"{spec.name}#{attempt}"
+
+        def emit(per_test, snapshot=snapshot) -> None:
+            journal_per_test(journal, task, per_test, snapshot)
+            conn.send(("emitted", task.id, None))  # the supervisor re-assembles submission.json soon
+
+        t0 = time.time()
+        journal.write("solver-start", task.id, solver=spec.name, allotted_s=round(sub_deadline.remaining(), 2))
+        try:
+            per_test = link.solver.solve(task, sub_deadline, context.emitting_to(emit), link.options)
+            journal_per_test(journal, task, per_test, snapshot)
+            journal.write("solver-done", task.id, solver=spec.name, seconds=round(time.time() - t0, 3),
+                          candidates=sum(len(c) for c in per_test))
+            ran.append(spec.name)
+            verified = link.solver.verifies and any(
+                c.support == 1.0 for cands in per_test for c in cands if isinstance(c, Candidate))
+        except Exception as e:  # one solver's failure never takes the task or the worker down
+            failed.append(f"{spec.name}: {type(e).__name__}: {e}")
+            journal.write("solver-error", task.id, solver=spec.name, seconds=round(time.time() - t0, 3),
+                          error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+            log.warning("task %s solver %s raised %s: %s", task.id, spec.name, type(e).__name__, e)
+    if failed and not ran:
+        journal.write("error", task.id, seconds=round(time.time() - started, 3), error="; ".join(failed))
+    else:
+        journal.write("done", task.id, seconds=round(time.time() - started, 3), solvers=ran + list(already_done))
+
+
+def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[str, Task], journal_dir: str,
+                conn, run_deadline: Deadline, n_workers: int, finished: dict | None = None) -> None:
+    """Body of one worker process (spawned: nothing is inherited but these arguments). finished: per task, the
+    solvers an earlier run in this folder already ran to the end (a resume skips them)."""
+    finished = finished or {}
+    if gpu is not None:
+        # Before anything imports torch: this process sees exactly one GPU, as device 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    os.setpgid(0, 0)  # own process group: the supervisor kills the worker and anything it started together
+    die_with_supervisor()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    name = f"worker-{worker_id}"
+    journal = Journal(journal_dir, name)
+    t0 = time.time()
+    try:
+        chain = solver_chain(config)  # options built once per worker, not per task (the preflight checked them)
+        engine = make_engine(config, "cuda" if gpu is not None else "cpu", chain)
+    except Exception as e:  # journaled so the report says why; the supervisor restarts us a bounded number of times
+        journal.run_event("load-failed", traceback=traceback.format_exc(limit=8),
+                      error=f"loading the {config.engine.kind} engine for {config.engine.model}: {type(e).__name__}: {e}")
+        journal.close()
+        raise
+
+    def note(task_id: str, kind: str, text: str) -> None:
+        journal.write("note", task_id, kind=kind, text=text)
+
+    context = SolverContext.for_engine(engine, note=note)
+    journal.run_event("ready", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
+    conn.send(("ready", None, None))
+    while True:
+        item = conn.recv()  # the supervisor's answer: (task id, attempt, tasks not yet started) or None
+        if item is None or run_deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
+            break
+        task_id, attempt, tasks_left = item
+        task_deadline = allot_task_deadline(run_deadline, n_workers, tasks_left, config.max_task_s)
+        # Tell the supervisor first: if we die from here on, it knows which task to settle and retry.
+        conn.send(("start", task_id, task_deadline))
+        journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2),
+                      pid=os.getpid())
+        solve_task(tasks[task_id], attempt, task_deadline, chain, context, journal, conn, finished.get(task_id, ()),
+                   config.skip_after_verified)
+        conn.send(("end", task_id, None))  # and: the next one, please
+    context.close()
+    if engine is not None:
+        engine.close()
+    journal.close()

@@ -261,7 +261,7 @@ def test_changed_answer_settings_refuse_to_resume(tmp_path, arc2_eval):
     with pytest.raises(RunFolderMismatch, match=r"the settings seed \(recorded 0, now 7\)"):
         run(changed)
     other_options = config_for(tmp_path, path, out)
-    other_options.solver.options = {"sleep_s": 0.2}
+    other_options.solvers[0].options = {"sleep_s": 0.2}
     with pytest.raises(RunFolderMismatch, match=r"solvers.doubles.solvers:faulty \(recorded \{\}, now \{'sleep_s'"):
         run(other_options)
     # Time and workers are not answer settings: a killed run resumed with more time is the same run.

@@ -31,7 +31,7 @@ from .submission import ScoreReport, score, validate
 from .tasks import Task, load_solutions, load_tasks, skipped_task_entries
 
 if TYPE_CHECKING:
-    from .solvers.icecuber import IcecuberRun
+    from .icecuber import IcecuberRun
 
 log = logging.getLogger(__name__)
 

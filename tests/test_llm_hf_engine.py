@@ -50,6 +50,9 @@ def test_engine_follows_the_protocol(engine):
         assert have[:len(wanted)] == wanted, (name, have, wanted)
         assert all(p.default is not inspect.Parameter.empty for p in
                    list(inspect.signature(getattr(engine, name)).parameters.values())[len(wanted):]), name
+    # And its attributes: transformers' generate processes a prompt once per sample (the speed model reads it).
+    assert isinstance(engine, Engine) and engine.prefills_per_sample is True
+    assert engine.model_settings.max_model_len == 8192
 
 
 def test_generate_is_deterministic_under_a_seed(engine, task):

@@ -148,7 +148,7 @@ def _normalised_solvers(solvers: list, solver: SolverConfig | None) -> list[Solv
             for s in solvers]
 
 
-def _coerce(value: Any, hint, key: str):
+def coerce_value(value: Any, hint, key: str):
     """Check (and gently convert: int -> float, str numbers from papermill/CLI) one value against its type hint."""
     origin, args = get_origin(hint), get_args(hint)
     if dataclasses.is_dataclass(hint):
@@ -161,7 +161,7 @@ def _coerce(value: Any, hint, key: str):
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
-        return _coerce(value, hint, key)
+        return coerce_value(value, hint, key)
     base = origin or hint
     if base is bool:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
@@ -198,7 +198,7 @@ def from_dict(data: dict, cls=RunConfig, prefix: str = ""):
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
                           f"known: {', '.join(sorted(prefix + n for n in names))}")
-    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+    return cls(**{k: coerce_value(v, hints[k], prefix + k) for k, v in data.items()})
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides) -> RunConfig:

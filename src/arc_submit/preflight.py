@@ -67,8 +67,8 @@ def check_engine(config: RunConfig) -> list[str]:
     except (TypeError, ValueError) as e:
         return [f"engine.options: {e}"]
     if model_settings.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
-        return [f"engine.options.load_in_4bit: bitsandbytes cannot be imported; install it from the offline wheels "
-                f"(`make wheels` lists it) or set load_in_4bit false"]
+        return ["engine.options.load_in_4bit: bitsandbytes cannot be imported; install it from the offline wheels "
+                "(`make wheels` lists it) or set load_in_4bit false"]
     if kind == "vllm" and settings.vllm_options:
         import vllm
 

@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
-from ..config import _coerce  # the config's own value conversions: an option converts exactly as a config key
+from ..config import coerce_value  # an option converts exactly as a config key does
 
 
 def build_options(solver: str, cls: type, values: Mapping[str, Any]):
@@ -94,7 +94,7 @@ def _convert(value: Any, hint: Any, name: str):
         return tuple(value if item is Any else [_convert(v, item, name) for v in value])
     if hint is Any:
         return value
-    return _coerce(value, hint, f"option {name}")
+    return coerce_value(value, hint, f"option {name}")
 
 
 def _type_name(hint: Any) -> str:

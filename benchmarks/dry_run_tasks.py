@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-DATASETS = ("arc-agi-1/training", "arc-agi-2/training", "arc-agi-2/evaluation", "arc-agi-1/evaluation")
+DATASETS = ("arc-agi-2/training", "arc-agi-2/evaluation", "arc-agi-1/training", "arc-agi-1/evaluation")
 
 
 def colour_table(task) -> dict[int, int] | None:

@@ -231,6 +231,14 @@ def load_tasks(source: str | os.PathLike, solutions: str | os.PathLike | None = 
     return tasks
 
 
+def select_tasks(tasks: dict[str, Task], task_ids, source: str) -> dict[str, Task]:
+    """The tasks named by task_ids, in that order; an id `tasks` lacks fails, naming it and the source."""
+    missing = [t for t in task_ids if t not in tasks]
+    if missing:
+        raise TaskFormatError(f"{source}: no task {', '.join(missing)} among its {len(tasks)} tasks; check the id")
+    return {t: tasks[t] for t in task_ids}
+
+
 def skipped_task_entries(source: str | os.PathLike, kept) -> dict[str, list[dict]]:
     """Submission entries for the tasks of a challenges file that `skip_invalid` dropped: Kaggle rejects a file
     without every task id, so each gets [[0]] twice per test input (as many as the raw task lists, at least one)."""

@@ -73,3 +73,17 @@ def test_a_deadline_before_the_last_task_ended_and_no_deadline_at_all():
     finally:
         plt.close(fig)
     assert report.timeline_figure([], deadline_at=t) is None
+
+
+def test_pictures_of_solved_tasks_come_first(tmp_path):
+    from arc_submit.submission import ScoreReport, TaskScore
+
+    (tmp_path / "tasks").mkdir()
+    for name in ("0934a4d8", "3618c87e", "136b0064", "0d3d703e"):
+        (tmp_path / "tasks" / f"{name}.png").write_bytes(b"png")
+    score = ScoreReport(0.5, (TaskScore("0934a4d8", 0, 1), TaskScore("3618c87e", 1, 1), TaskScore("136b0064", 0, 1),
+                              TaskScore("0d3d703e", 1, 1)))
+    assert [p.stem for p in report.pictures_to_show(tmp_path, score)] == ["0d3d703e", "3618c87e", "0934a4d8",
+                                                                          "136b0064"]
+    assert [p.stem for p in report.pictures_to_show(tmp_path, None)] == ["0934a4d8", "0d3d703e", "136b0064",
+                                                                         "3618c87e"]

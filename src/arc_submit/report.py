@@ -275,3 +275,9 @@ def task_png(task: Task, attempts: Sequence[Sequence[list]], path: Path,
             _draw(axes[t + 1][j], grid, label)
     fig.suptitle(task.id)
     return _save(fig, path)
+
+
+def pictures_to_show(report_dir: Path, score: ScoreReport | None) -> list[Path]:
+    """The task pictures of a report folder, those of tasks with a right answer first, then by name."""
+    solved = {t.task_id for t in score.tasks if t.solved} if score else set()
+    return sorted((Path(report_dir) / "tasks").glob("*.png"), key=lambda p: (p.stem not in solved, p.name))

@@ -33,13 +33,16 @@ test: install
 test-gpu:
 	$(PYTHON) -m pytest -m gpu $(PYTEST_ARGS)
 
-# The notebook, CPU only, on 8 ARC-AGI-2 evaluation tasks with the tiny model: the whole path in a few minutes.
+# The notebook, CPU only, with the tiny model on the dry-run slice (kaggle_env.DRY_RUN_SLICE: 2 tasks it solves,
+# 6 ARC-AGI-2 evaluation tasks it does not), which the notebook writes as a challenges file into the run folder:
+# the whole path in a few minutes, then validation and the score on those same tasks.
 dry-run: install
 	rm -rf $(DRY_RUN_DIR) && mkdir -p $(DRY_RUN_DIR)
 	$(BIN)/papermill --log-output --cwd . notebooks/submission.ipynb $(DRY_RUN_DIR)/submission.executed.ipynb \
 		-p dry_run True -p out_dir $(DRY_RUN_DIR) -p n_tasks $(DRY_RUN_TASKS) $(DRY_RUN_ARGS)
-	$(BIN)/arc-submit validate $(DRY_RUN_DIR)/submission.json --challenges arc-agi-2/evaluation --n-tasks $(DRY_RUN_TASKS)
-	$(BIN)/arc-submit score $(DRY_RUN_DIR)/submission.json --solutions arc-agi-2/evaluation \
+	$(BIN)/arc-submit validate $(DRY_RUN_DIR)/submission.json --challenges $(DRY_RUN_DIR)/dry-run_challenges.json \
+		--n-tasks $(DRY_RUN_TASKS)
+	$(BIN)/arc-submit score $(DRY_RUN_DIR)/submission.json --solutions $(DRY_RUN_DIR)/dry-run_solutions.json \
 		--n-tasks $(DRY_RUN_TASKS) | tail -n 1
 
 # The folder `kaggle datasets version -p ... --dir-mode zip` uploads: the package source, notebook and metadata.

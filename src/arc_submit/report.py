@@ -1,7 +1,8 @@
 """The run's report, next to submission.json: a per-task table and pictures a person would rather look at.
 
 - report.md / tasks.csv: per task: status, solver(s) of the chosen attempts, seconds, candidates, score if known
-- timeline.png: one row per worker, a bar per task (green done, red error/killed/timeout)
+- timeline.png: one row per worker, a bar per task labelled with its id (green done, red error/killed/timeout),
+  and the run's deadline
 - memory.png: host RSS per process tree and free RAM over time
 - tasks/<id>.png: a few tasks with their train pairs, test input, attempts and (if known) the answer
 """
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from .fileio import write_bytes_atomic, write_text_atomic  # noqa: E402
+from .fileio import safe_file_name, write_bytes_atomic, write_text_atomic  # noqa: E402
 from .journal import TaskRecord  # noqa: E402
 from .select import Choice  # noqa: E402
 from .submission import ScoreReport  # noqa: E402
@@ -112,8 +113,8 @@ def write_table(rows: list[dict], out_dir: Path, summary_lines: Sequence[str]) -
     return text
 
 
-def timeline_png(events: list[dict], path: Path) -> Path | None:
-    """Per-worker timeline from journal events: a bar from each task's start to its final event."""
+def task_bars(events: list[dict]) -> dict[str, list[tuple[float, float, str, str]]]:
+    """Per worker: (start, end, final status, task id) of each task, from its start to its final event."""
     bars: dict[str, list[tuple[float, float, str, str]]] = {}
     open_starts: dict[tuple[str, str], float] = {}
     final = {"done", "error", "killed", "timeout"}
@@ -128,19 +129,64 @@ def timeline_png(events: list[dict], path: Path) -> Path | None:
             t0 = open_starts.pop((worker, e["task_id"]), None)
             if t0 is not None:
                 bars.setdefault(worker, []).append((t0, e["t"], e["event"], e["task_id"]))
+    return bars
+
+
+LABEL_FONT_PT = 7
+ROW_HEIGHT_IN = 0.7  # tall enough for an 8-character task id written upright across a narrow bar
+
+
+def _label_bar(ax, x0: float, width: float, row: int, task_id: str, px_per_s: float) -> None:
+    """The task id on its bar: level where it fits, upright where only the bar's height does, else none (a bar a
+    few pixels wide; report.md lists every task). Width estimate: a digit is about 0.6 em."""
+    text_px = len(task_id) * 0.6 * LABEL_FONT_PT * ax.figure.dpi / 72
+    bar_px = width * px_per_s
+    if bar_px >= text_px + 4:
+        rotation = 0
+    elif bar_px >= 1.4 * LABEL_FONT_PT * ax.figure.dpi / 72:
+        rotation = 90
+    else:
+        return
+    ax.text(x0 + width / 2, row, task_id, rotation=rotation, ha="center", va="center", fontsize=LABEL_FONT_PT,
+            color="black", clip_on=True)
+
+
+def timeline_figure(events: list[dict], deadline_at: float | None = None):
+    """Per-worker timeline from journal events (a matplotlib Figure, or None when no task finished): a bar per
+    task labelled with its id, and the run's deadline (`Deadline.at`, time.time() seconds) as a dashed line."""
+    bars = task_bars(events)
     if not bars:
         return None
     t_min = min(b[0] for bs in bars.values() for b in bs)
+    t_end = max(b[1] for bs in bars.values() for b in bs)
+    # The axis reaches the deadline so a run that ended early shows the time it left unused.
+    right = max(t_end, deadline_at or t_end) - t_min
+    right = right * 1.03 if right > 0 else 1.0
     workers = sorted(bars, key=lambda w: (len(w), w))
-    fig, ax = plt.subplots(figsize=(12, 1 + 0.6 * len(workers)))
+    fig, ax = plt.subplots(figsize=(12, 1 + ROW_HEIGHT_IN * len(workers)))
+    ax.set_xlim(0, right)
+    ax.set_ylim(-0.5, len(workers) - 0.5)
+    px_per_s = ax.get_position().width * fig.get_figwidth() * fig.dpi / right
     for row, worker in enumerate(workers):
         for t0, t1, status, task_id in bars[worker]:
-            ax.barh(row, max(t1 - t0, 0.05), left=t0 - t_min, color=STATUS_COLOURS.get(status, "#888"),
-                    edgecolor="white", height=0.8)
+            width = max(t1 - t0, 0.05)
+            ax.barh(row, width, left=t0 - t_min, color=STATUS_COLOURS.get(status, "#888"), edgecolor="white",
+                    height=0.8)
+            _label_bar(ax, t0 - t_min, width, row, task_id, px_per_s)
+    if deadline_at is not None:
+        x = deadline_at - t_min
+        ax.axvline(x, color="black", linestyle="--", linewidth=1)
+        ax.text(x, len(workers) - 0.5, " deadline", ha="right", va="bottom", rotation=90, fontsize=8)
     ax.set_yticks(range(len(workers)), workers)
     ax.set_xlabel("seconds since the first task started")
     ax.set_title("tasks per worker (green done, red error, purple killed, orange timeout)")
-    return _save(fig, path)
+    return fig
+
+
+def timeline_png(events: list[dict], path: Path, deadline_at: float | None = None) -> Path | None:
+    """timeline_figure saved as a PNG; None (nothing written) when no task finished."""
+    fig = timeline_figure(events, deadline_at)
+    return None if fig is None else _save(fig, path)
 
 
 def busy_fractions(events: list[dict]) -> dict[str, float]:
@@ -229,3 +275,9 @@ def task_png(task: Task, attempts: Sequence[Sequence[list]], path: Path,
             _draw(axes[t + 1][j], grid, label)
     fig.suptitle(task.id)
     return _save(fig, path)
+
+
+def pictures_to_show(report_dir: Path, score: ScoreReport | None) -> list[Path]:
+    """The task pictures of a report folder, those of tasks with a right answer first, then by name."""
+    solved = {safe_file_name(t.task_id) for t in score.tasks if t.solved} if score else set()  # pictures' names
+    return sorted((Path(report_dir) / "tasks").glob("*.png"), key=lambda p: (p.stem not in solved, p.name))

@@ -290,6 +290,14 @@ def load_tasks(source: str | os.PathLike, solutions: str | os.PathLike | None = 
     return tasks
 
 
+def select_tasks(tasks: dict[str, Task], task_ids, source: str) -> dict[str, Task]:
+    """The tasks named by task_ids, in that order; an id `tasks` lacks fails, naming it and the source."""
+    missing = [t for t in task_ids if t not in tasks]
+    if missing:
+        raise TaskFormatError(f"{source}: no task {', '.join(missing)} among its {len(tasks)} tasks; check the id")
+    return {t: tasks[t] for t in task_ids}
+
+
 def skipped_test_counts(source: str | os.PathLike, kept) -> dict[str, int]:
     """{task id: test inputs} for the tasks of a challenges file that `skip_invalid` dropped (as many as the raw
     task lists, at least one): Kaggle rejects a file without every task id, so each still needs its entries."""

@@ -45,8 +45,8 @@ SOURCE_DATASET, WHEELS_DATASET = "arc-submit-source", "arc-submit-wheels"
 # - hundreds of steps (16 augmentations x 10 epochs) at 5e-4, with most of the task's time for training: the
 #   tiny model samples a small grid in well under a second.
 TINY_DRY_RUN_SOLVER_OPTIONS = {
-    "transduction": dict(n_augmentations=4, ttt_augmentations=16, ttt_epochs=10, permute_colours=False,
-                         learning_rate=5e-4, train_fraction=0.8, max_prompt_tokens=1536, max_seq_len=2048,
+    "transduction": dict(n_augmentations=4, ttt_augmentations=16, ttt_epochs=24, permute_colours=False,
+                         learning_rate=2e-4, train_fraction=0.8, max_prompt_tokens=1536, max_seq_len=2048,
                          lora_rank=16, lora_alpha=32,
                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                          "down_proj", "lm_head"]),

@@ -10,7 +10,7 @@ A random-weight model knows nothing, so it can only solve what a LoRA learns in 
 pairs. The candidates are chosen cheaply from the train pairs alone: colour-mapping tasks (every output has its
 input's shape and one fixed table maps each input cell's colour to the output cell's colour) and, with
 --families same-shape, small tasks whose grids all have one shape. Each runs the transduction solver under the
-dry run's options (kaggle_env.TINY_DRY_RUN_SOLVER_OPTIONS, changed with --option) within --budget seconds, about
+dry run's options (kaggle_env.tiny_dry_run_options on hf, changed with --option) within --budget seconds, about
 what a dry-run task gets. "solved": every test output is among the first two candidates, the two attempts a
 submission makes. --seeds runs each task once per solver seed (a different LoRA initialisation, data order and
 augmentations): a task the dry run relies on should not be solved by one lucky seed only.
@@ -138,11 +138,11 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
-    from arc_submit.kaggle_env import TINY_DRY_RUN_SOLVER_OPTIONS
+    from arc_submit.kaggle_env import tiny_dry_run_options
     from arc_submit.llm import make_engine
 
     torch.set_num_threads(args.threads)
-    options = {**TINY_DRY_RUN_SOLVER_OPTIONS["transduction"], **dict(parse_option(o) for o in args.option)}
+    options = {**tiny_dry_run_options("transduction", "hf"), **dict(parse_option(o) for o in args.option)}
     chosen = [] if args.only_tasks else candidate_tasks(args.datasets, args.families, args.max_cells)
     chosen += named_tasks(args.tasks)
     engine = make_engine("hf", "tiny", device="cpu")

@@ -2,16 +2,18 @@
 engine, transduction with per-task test-time training, on the CPU, one task at a time.
 
     PYTHONPATH=src .venv/bin/python benchmarks/dry_run_tasks.py                       # the colour-mapping candidates
-    PYTHONPATH=src .venv/bin/python benchmarks/dry_run_tasks.py --option ttt_epochs=2 --budget 30
-    PYTHONPATH=src .venv/bin/python benchmarks/dry_run_tasks.py --tasks arc-agi-2/evaluation:0934a4d8
+    PYTHONPATH=src .venv/bin/python benchmarks/dry_run_tasks.py --families colour-map same-shape --seeds 0 1
+    PYTHONPATH=src .venv/bin/python benchmarks/dry_run_tasks.py --option ttt_epochs=4 --budget 30
+    PYTHONPATH=src .venv/bin/python benchmarks/dry_run_tasks.py --only-tasks --tasks arc-agi-2/evaluation:e8686506
 
 A random-weight model knows nothing, so it can only solve what a LoRA learns in seconds from the task's own train
-pairs. The candidates are colour-mapping tasks, chosen cheaply from the train pairs alone: every output has its
-input's shape and one fixed table maps each input cell's colour to the output cell's colour. Each runs under the
-dry run's solver options (kaggle_env.TINY_DRY_RUN_SOLVER_OPTIONS, changed with --option) within --budget seconds,
-which should be about what a dry-run task gets. "solved": every test output is among the first two candidates,
-the two attempts a submission makes. Torch gets --threads threads (default 1: the dry run's two workers share
-two cores).
+pairs. The candidates are chosen cheaply from the train pairs alone: colour-mapping tasks (every output has its
+input's shape and one fixed table maps each input cell's colour to the output cell's colour) and, with
+--families same-shape, small tasks whose grids all have one shape. Each runs the transduction solver under the
+dry run's options (kaggle_env.tiny_dry_run_options on hf, changed with --option) within --budget seconds, about
+what a dry-run task gets. "solved": every test output is among the first two candidates, the two attempts a
+submission makes. --seeds runs each task once per solver seed (a different LoRA initialisation, data order and
+augmentations): a task the dry run relies on should not be solved by one lucky seed only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -126,7 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only-tasks", action="store_true", help="run --tasks alone, no candidate scan")
     parser.add_argument("--option", action="append", default=[], help="solver option key=JSON value, repeatable")
     parser.add_argument("--budget", type=float, default=35.0, help="seconds per task (about a dry-run task's share)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="solver seeds (the dry run uses 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: a dry-run worker's share of 2 cores)")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -134,27 +138,30 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
-    from arc_submit.kaggle_env import TINY_DRY_RUN_SOLVER_OPTIONS
+    from arc_submit.kaggle_env import tiny_dry_run_options
     from arc_submit.llm import make_engine
 
     torch.set_num_threads(args.threads)
-    options = {**TINY_DRY_RUN_SOLVER_OPTIONS["transduction"], **dict(parse_option(o) for o in args.option)}
+    options = {**tiny_dry_run_options("transduction", "hf"), **dict(parse_option(o) for o in args.option)}
     chosen = [] if args.only_tasks else candidate_tasks(args.datasets, args.families, args.max_cells)
     chosen += named_tasks(args.tasks)
     engine = make_engine("hf", "tiny", device="cpu")
     print(f"options {json.dumps(options, sort_keys=True)}; budget {args.budget:.0f} s per task; torch threads "
-          f"{args.threads}; {len(chosen)} tasks", flush=True)
-    header = ["dataset", "task", "train -> output shapes / test", "pairs", "steps", "loss", "answer rank", "solved",
-              "seconds", "phases s"]
+          f"{args.threads}; {len(chosen)} tasks; load average {os.getloadavg()[0]:.1f}", flush=True)
+    header = ["dataset", "task", "train -> output shapes / test", "seed", "pairs", "steps", "loss", "answer rank",
+              "solved", "seconds", "phases s"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     rows = []
     for name, task in chosen:
-        row = {"dataset": name, **solve_one(task, engine, options, args.budget)}
-        rows.append(row)
-        phases = ", ".join(f"{k} {v}" for k, v in row["phases"].items())
-        print(f"| {name} | {row['task_id']} | {row['shapes']} | {row['pairs']} | {row['steps']} | {row['loss']} | "
-              f"{row['answer rank']} | {'yes' if row['solved'] else 'no'} | {row['seconds']} | {phases} |", flush=True)
-    print(f"solved {sum(r['solved'] for r in rows)}/{len(rows)}")
+        for seed in args.seeds:
+            row = {"dataset": name, "seed": seed, **solve_one(task, engine, {**options, "seed": seed}, args.budget)}
+            rows.append(row)
+            phases = ", ".join(f"{k} {v}" for k, v in row["phases"].items())
+            print(f"| {name} | {row['task_id']} | {row['shapes']} | {seed} | {row['pairs']} | {row['steps']} | "
+                  f"{row['loss']} | {row['answer rank']} | {'yes' if row['solved'] else 'no'} | {row['seconds']} | "
+                  f"{phases} |", flush=True)
+    print(f"solved {sum(r['solved'] for r in rows)} of {len(rows)} runs ({len(chosen)} tasks x {len(args.seeds)} "
+          f"seeds)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"options": options, "budget_s": args.budget, "rows": rows}, f, indent=1)

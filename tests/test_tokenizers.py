@@ -222,3 +222,114 @@ def test_the_chat_template_comes_from_the_config_before_any_file(tmp_path, nvarc
     assert not load_tokenizer(folder).chat_template
     (folder / "chat_template.jinja").write_text("{{ 'from jinja' }}")
     assert load_tokenizer(folder).chat_template == "{{ 'from jinja' }}"
+
+
+# --- the tiny models built on these tokenizers ----------------------------------------------------------------
+
+
+def test_the_nvarc_pre_tokenizer_cuts_as_qwens(nvarc_folder):
+    """Qwen's split pattern then byte-level: letters with one leading non-letter, single digits, newline runs."""
+    backend = Tokenizer.from_file(str(nvarc_folder / "tokenizer.json"))
+    pieces = [p for p, _ in backend.pre_tokenizer.pre_tokenize_str("user\n012\n\n3 ab's")]
+    assert pieces == ["user", "\u010a", "0", "1", "2", "\u010a\u010a", "3", "\u0120ab", "'s"]
+    spec = json.loads((nvarc_folder / "tokenizer.json").read_text())
+    assert (spec["model"]["type"], spec["model"]["unk_token"], spec["normalizer"]) == (
+        "WordLevel", "<|endoftext|>", {"type": "NFC"})
+    assert [(t["id"], t["content"], t["special"]) for t in spec["added_tokens"]] == [
+        (13, "<|endoftext|>", True), (14, "<|im_start|>", True), (15, "<|im_end|>", True)]
+    config = json.loads((nvarc_folder / "tokenizer_config.json").read_text())
+    assert (config["tokenizer_class"], config["eos_token"], config["pad_token"], config["bos_token"]) == (
+        "Qwen2Tokenizer", "<|im_end|>", "<|endoftext|>", None)
+
+
+@pytest.fixture(scope="module")
+def nvarc_engine():
+    from arc_submit.llm import make_engine
+
+    engine = make_engine("hf", "tiny-nvarc", device="cpu", max_batch_sequences=8)
+    yield engine
+    engine.close()
+
+
+def test_the_tiny_nvarc_model_is_a_qwen3_of_16_tokens(nvarc_engine):
+    config = nvarc_engine.model.config
+    assert (config.model_type, config.vocab_size, config.eos_token_id, config.pad_token_id) == ("qwen3", 16, 15, 13)
+    assert nvarc_engine.model.get_input_embeddings().weight.shape[0] == 16
+
+
+def test_the_tiny_nvarc_model_trains_and_samples_in_the_hf_engine(nvarc_engine):
+    """Leave-one-out pairs of a real task in NVARC's layout (the smallest ARC-AGI-2 training task: short sequences
+    on CPU): the LoRA's loss falls; every sampled id is one of the 16, and each sample's text is exactly its ids'
+    characters (special tokens left out)."""
+    from arc_submit.llm import Sampling, TrainSettings
+    from arc_submit.tasks import Task, load_tasks
+
+    task = min(load_tasks("arc-agi-2/training").values(), key=lambda t: t.cost_estimate())
+    pairs = []
+    for k, held_out in enumerate(task.train):
+        rest = Task(task.id, [ex for j, ex in enumerate(task.train) if j != k], [held_out])
+        pairs.append((nvarc_text(rest, 0), grid_text(held_out.output)))
+    prompt = nvarc_text(task, 0)
+    assert nvarc_engine.count_tokens(prompt) == len(hand_ids(prompt))
+    adapter = nvarc_engine.train_adapter("nvarc", pairs, TrainSettings(epochs=4, lora_rank=4, lora_alpha=8,
+                                                                        learning_rate=1e-2,
+                                                                        gradient_checkpointing=False))
+    assert adapter.steps > 0 and adapter.last_loss < adapter.first_loss
+    samples = nvarc_engine.generate([prompt], Sampling(n=4, temperature=1.0, max_tokens=24, seed=0), adapter)[0]
+    text_of = {i: t for t, i in NVARC_IDS.items()}
+    for sample in samples:
+        assert sample.token_ids and set(sample.token_ids) <= set(range(16))
+        assert sample.text == "".join(text_of[i] for i in sample.token_ids if i < 13)
+    score = nvarc_engine.score([(prompt, grid_text(task.test[0].output))], adapter)[0]
+    assert score < 0
+
+
+def test_the_tiny_llama3_model_writes_headers_and_one_bos(arc2_sample):
+    """BARC's model is a Llama-3.1: system and user turns under headers, BOS once, EOS <|eot_id|>, no pad token (the
+    engine pads with EOS), and colour-name grids survive the tokenizer."""
+    from arc_submit.llm import TrainSettings, make_engine, prompts
+    from arc_submit.llm.training import prompt_ids, tokenize_pair
+
+    engine = make_engine("hf", "tiny-llama3", device="cpu", max_batch_sequences=8)
+    try:
+        tok = engine.tokenizer
+        user = "Black Blue Red\nGreen Yellow Gray\n"
+        text = prompts.apply_chat(user, tok, system="You are a world-class puzzle solver.")
+        assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a world-class puzzle "
+                        "solver.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBlack Blue Red\nGreen Yellow "
+                        "Gray<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+        ids = prompt_ids(tok, text)
+        assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+        assert prompt_ids(tok, "Black")[0] == tok.bos_token_id  # plain text gets the BOS from the post-processor
+        assert round_trip_problems(tok, text) == []
+        assert (tok.eos_token, tok.pad_token_id) == ("<|eot_id|>", tok.eos_token_id)
+        assert tokenize_pair(tok, text, "Pink").input_ids[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
+        adapter = engine.train_adapter("barc", [(text, "Pink Orange"), (text, "Purple Brown")],
+                                       TrainSettings(epochs=6, lora_rank=4, lora_alpha=8, learning_rate=1e-2,
+                                                     gradient_checkpointing=False))
+        assert adapter.last_loss < adapter.first_loss
+        assert engine.model.config.model_type == "llama"
+    finally:
+        engine.close()
+
+
+def test_each_tiny_style_has_its_own_cached_folder(tmp_path):
+    paths = {name: tiny.resolve_model(name, cache_dir=tmp_path) for name in tiny.TINY_STYLES}
+    assert sorted(p.split("/")[-1].rsplit("-", 1)[0] for p in paths.values()) == ["tiny", "tiny-llama3", "tiny-nvarc"]
+    assert tiny.resolve_model("tiny-nvarc", cache_dir=tmp_path) == paths["tiny-nvarc"]  # built once, then reused
+    assert (tmp_path / paths["tiny-nvarc"].split("/")[-1] / "chat_template.j2").is_file()
+
+
+def test_the_vllm_engine_warns_when_vllms_tokenizer_is_not_the_files(nvarc_folder, nvarc, caplog):
+    """vLLM loads with AutoTokenizer; prompts go to it as our ids, and the engine says when its own tokenizer
+    (which decodes samples taken with stop strings) differs. AutoTokenizer stands in for vLLM's here: vLLM's
+    CachedHfTokenizer is AutoTokenizer.from_pretrained with cached properties."""
+    from transformers import AutoTokenizer
+
+    from arc_submit.llm.vllm_engine import warn_if_tokenizers_differ
+
+    with caplog.at_level("WARNING", logger="arc_submit.llm.vllm_engine"):
+        warn_if_tokenizers_differ(nvarc, load_tokenizer(nvarc_folder), str(nvarc_folder))
+        assert caplog.text == ""
+        warn_if_tokenizers_differ(nvarc, AutoTokenizer.from_pretrained(str(nvarc_folder)), str(nvarc_folder))
+    assert "does not give tokenizer.json's ids" in caplog.text and str(nvarc_folder) in caplog.text

@@ -162,9 +162,9 @@ def ids_difference(tokenizer, reference) -> str | None:
 def _probe_texts(reference) -> list[str]:
     texts = ["user\n0123456789\n\n", "assistant\n", " Black Blue Red Green Yellow Gray Pink Orange Purple Brown\n",
              "def transform(grid):\n    return [row[::-1] for row in grid]  # mirror\n", "Input:\n1 2\n3 4\nOutput:"]
-    added = {t for t in reference.get_added_tokens_decoder().values()}
-    ids = [i for i in range(reference.get_vocab_size(with_added_tokens=False))
-           if reference.id_to_token(i) is not None and reference.id_to_token(i) not in {str(t) for t in added}]
+    added = set(reference.get_added_tokens_decoder())  # their ids: compared through the vocabulary already
+    ids = [i for i in range(reference.get_vocab_size(with_added_tokens=True))
+           if i not in added and reference.id_to_token(i) is not None]
     step = max(1, len(ids) // 4096)
     pieces = [reference.decode([i], skip_special_tokens=False) for i in ids[::step]]
     texts += ["".join(pieces[k:k + 64]) for k in range(0, len(pieces), 64)]

@@ -161,6 +161,19 @@ def test_a_bpe_whose_autotokenizer_disagrees_is_built_from_the_file(tmp_path, ca
     assert (ours.eos_token, ours.pad_token) == ("<|im_end|>", "<|endoftext|>")
 
 
+def test_a_special_token_transformers_appends_keeps_the_files_ids(tmp_path):
+    """A pad token only tokenizer_config.json names (tokenizer.json lacks it): AutoTokenizer appends it after the
+    file's ids, which stay as they are, so its tokenizer is kept. (Many models have embedding rows to spare.)"""
+    folder = tmp_path / "appended-pad"
+    shutil.copytree(tiny.tiny_model_path(), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<pad>"}))
+    file_vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab(with_added_tokens=True)
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.pad_token_id == len(file_vocab)
+    assert all(tokenizer.get_vocab()[t] == i for t, i in file_vocab.items())
+
+
 def test_an_unknown_token_is_named(tmp_path):
     """A WordLevel vocabulary that holds its unknown token: encoding succeeds, and the fragment is named."""
     from tokenizers import models, pre_tokenizers

@@ -327,10 +327,15 @@ def test_the_tiny_llama3_model_writes_headers_and_one_bos(arc2_sample):
 
 
 def test_each_tiny_style_has_its_own_cached_folder(tmp_path):
-    paths = {name: tiny.resolve_model(name, cache_dir=tmp_path) for name in tiny.TINY_STYLES}
-    assert sorted(p.split("/")[-1].rsplit("-", 1)[0] for p in paths.values()) == ["tiny", "tiny-llama3", "tiny-nvarc"]
-    assert tiny.resolve_model("tiny-nvarc", cache_dir=tmp_path) == paths["tiny-nvarc"]  # built once, then reused
-    assert (tmp_path / paths["tiny-nvarc"].split("/")[-1] / "chat_template.j2").is_file()
+    from pathlib import Path
+
+    paths = {name: Path(tiny.resolve_model(name, cache_dir=tmp_path)) for name in tiny.TINY_STYLES}
+    assert sorted(p.name.rsplit("-", 1)[0] for p in paths.values()) == ["tiny", "tiny-llama3", "tiny-nvarc"]
+    assert all(p.parent == tmp_path for p in paths.values())
+    stamp = (paths["tiny-nvarc"] / "model.safetensors").stat().st_mtime_ns
+    assert Path(tiny.resolve_model("tiny-nvarc", cache_dir=tmp_path)) == paths["tiny-nvarc"]
+    assert (paths["tiny-nvarc"] / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert (paths["tiny-nvarc"] / "chat_template.j2").is_file()
 
 
 def test_the_vllm_engine_warns_when_vllms_tokenizer_is_not_the_files(nvarc_folder, nvarc, caplog):

@@ -338,7 +338,7 @@ def test_each_tiny_style_has_its_own_cached_folder(tmp_path):
     assert (paths["tiny-nvarc"] / "chat_template.j2").is_file()
 
 
-def test_the_vllm_engine_warns_when_vllms_tokenizer_is_not_the_files(nvarc_folder, nvarc, caplog):
+def test_the_vllm_engine_warns_when_vllms_tokenizer_is_not_the_files(nvarc_folder, caplog):
     """vLLM loads with AutoTokenizer; prompts go to it as our ids, and the engine says when its own tokenizer
     (which decodes samples taken with stop strings) differs. AutoTokenizer stands in for vLLM's here: vLLM's
     CachedHfTokenizer is AutoTokenizer.from_pretrained with cached properties."""
@@ -347,7 +347,8 @@ def test_the_vllm_engine_warns_when_vllms_tokenizer_is_not_the_files(nvarc_folde
     from arc_submit.llm.vllm_engine import warn_if_tokenizers_differ
 
     with caplog.at_level("WARNING", logger="arc_submit.llm.vllm_engine"):
-        warn_if_tokenizers_differ(nvarc, load_tokenizer(nvarc_folder), str(nvarc_folder))
+        warn_if_tokenizers_differ(load_tokenizer(nvarc_folder), str(nvarc_folder))
         assert caplog.text == ""
-        warn_if_tokenizers_differ(nvarc, AutoTokenizer.from_pretrained(str(nvarc_folder)), str(nvarc_folder))
+        warn_if_tokenizers_differ(AutoTokenizer.from_pretrained(str(nvarc_folder)), str(nvarc_folder))
     assert "does not give tokenizer.json's ids" in caplog.text and str(nvarc_folder) in caplog.text
+    assert "'assistant\\n': the file gives [12, 10], this tokenizer [10]" in caplog.text  # the BPE drops the word

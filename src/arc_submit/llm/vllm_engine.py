@@ -101,17 +101,17 @@ def engine_core_in_process() -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
 
-def warn_if_tokenizers_differ(ours, vllms, model_path: str) -> None:
-    """Log when vLLM's tokenizer does not give tokenizer.json's ids. Prompts are unaffected (they reach vLLM as our
-    token ids); texts of samples taken with stop strings come from vLLM's detokeniser, and may differ."""
-    backend = getattr(vllms, "backend_tokenizer", None)
-    if backend is None:
+def warn_if_tokenizers_differ(vllms, model_path: str) -> None:
+    """Log when vLLM's own tokenizer does not give tokenizer.json's ids. Prompts are unaffected (they reach vLLM as
+    our token ids); the texts of samples taken with stop strings come from vLLM's detokeniser, and may differ."""
+    spec_file = Path(model_path) / "tokenizer.json"
+    if not spec_file.is_file() or not callable(vllms):
         return
     try:
         from tokenizers import Tokenizer
 
-        difference = ids_difference(ours, Tokenizer.from_str(backend.to_str()))
-    except Exception as e:  # a tokenizer vLLM wrapped in its own class: nothing to compare, nothing to warn of
+        difference = ids_difference(vllms, Tokenizer.from_file(str(spec_file)))
+    except Exception as e:  # a tokenizer of vLLM's own kind (mistral, tiktoken): nothing to compare, or to warn of
         log.debug("vllm tokenizer comparison skipped: %s", e)
         return
     if difference is not None:
@@ -145,7 +145,7 @@ class VLLMEngine:
         # prompts, training and scoring share the file's ids; vLLM's own tokenizer only detokenises samples taken
         # with stop strings, and warn_if_tokenizers_differ says when that could differ.
         self.tokenizer = load_tokenizer(self.model_path)
-        warn_if_tokenizers_differ(self.tokenizer, self.llm.get_tokenizer(), self.model_path)
+        warn_if_tokenizers_differ(self.llm.get_tokenizer(), self.model_path)
         self.sampler = VLLMSampler(lambda inputs, params, lora: self.llm.generate(inputs, params, lora_request=lora,
                                                                                  use_tqdm=False),
                                    self.tokenizer, remove_lora=lambda lora_id: self.llm.llm_engine.remove_lora(lora_id))

@@ -28,6 +28,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .tokenizers import load_tokenizer
+
 log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 1
@@ -48,7 +50,8 @@ LLAMA3_CHAT_TEMPLATE = (
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}")
 # NVARC's 13 word entries; the three special tokens follow as 13, 14, 15. "\u010a" is how byte-level tokenizers
-# write the newline byte ("Ċ"); Qwen3 has no token for "\n\n" kept here, so that text cannot be encoded.
+# write the newline byte ("Ċ"). NVARC kept only the tokens its data used: Qwen3's "\n\n" token was not one, so a
+# blank line cannot be encoded.
 NVARC_VOCAB = {**{str(d): d for d in range(10)}, "\u010a": 10, "user": 11, "assistant": 12}
 # The pre-tokenizer pattern of Qwen2/Qwen3 tokenizers, which NVARC's cut tokenizer kept: contractions, letters with
 # one leading non-letter, single digits, punctuation runs, newline runs, other whitespace.
@@ -235,8 +238,6 @@ def build_tiny_model(path: Path, shape: TinyShape = TinyShape(), seed: int = 0, 
     from transformers import AutoModelForCausalLM
 
     write_tokenizer(path, shape.vocab_size, style)
-    from .tokenizers import load_tokenizer
-
     tokenizer = load_tokenizer(path)  # the ids as an engine will see them
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(model_config(style, shape, tokenizer))

@@ -38,7 +38,7 @@ def grid_text(grid) -> str:
 
 def nvarc_text(task, test_index: int) -> str:
     """One user/assistant turn per train example, then the test input's user turn and the assistant prefix: the
-    layout of NVARC's QwenFormatter, written here from its description."""
+    layout of NVARC's QwenFormatter (ARC-AGI1/002_ivan_arc1.ipynb), written here from reading it."""
     turns = "".join(f"<|im_start|>user\n{grid_text(ex.input)}<|im_end|><|im_start|>assistant\n"
                     f"{grid_text(ex.output)}<|im_end|>" for ex in task.train)
     return turns + f"<|im_start|>user\n{grid_text(task.test[test_index].input)}<|im_end|><|im_start|>assistant\n"
@@ -72,7 +72,6 @@ def test_real_arc2_tasks_in_nvarcs_layout_get_nvarcs_ids_and_round_trip(nvarc, a
             text = nvarc_text(task, i)
             ids = nvarc(text, add_special_tokens=False)["input_ids"]
             assert ids == hand_ids(text), task.id
-            assert set(ids) <= set(range(16))
             assert nvarc.decode(ids) == text
             assert round_trip_problems(nvarc, text) == [], task.id
 
@@ -111,7 +110,7 @@ def test_every_fragment_the_vocabulary_lacks_is_named_once_with_its_count(nvarc)
 
 
 def test_auto_tokenizer_loses_the_role_words_where_load_tokenizer_keeps_them(nvarc_folder, nvarc):
-    """As seen under transformers 5.24: AutoTokenizer builds the Qwen2Tokenizer that tokenizer_config.json names,
+    """As seen under transformers 5.24 (and 5.17, the GPU machines'): AutoTokenizer builds the Qwen2Tokenizer that tokenizer_config.json names,
     which remakes the WordLevel vocabulary as a BPE without merges; `user` and `assistant` then encode to nothing,
     "\\n\\n" silently becomes two newlines, and the chat_template.j2 file is not read."""
     from transformers import AutoTokenizer
@@ -130,12 +129,16 @@ def test_auto_tokenizer_loses_the_role_words_where_load_tokenizer_keeps_them(nva
     assert difference is not None and "the file gives" in difference
 
 
-def test_autotokenizer_is_kept_where_it_gives_the_files_ids():
-    """The default tiny model (a BPE, tokenizer_class TokenizersBackend): same class and ids as AutoTokenizer."""
+def test_autotokenizer_is_kept_where_it_gives_the_files_ids(caplog):
+    """The default tiny model (a BPE, tokenizer_class TokenizersBackend): AutoTokenizer's, with its ids. (A BPE is
+    built from the file only after a warning, so no warning means AutoTokenizer's was kept.)"""
     from transformers import AutoTokenizer
 
     folder = tiny.tiny_model_path()
-    ours, auto = load_tokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
+    with caplog.at_level("WARNING", logger="arc_submit.llm.tokenizers"):
+        ours = load_tokenizer(folder)
+    assert caplog.text == ""
+    auto = AutoTokenizer.from_pretrained(str(folder))
     assert type(ours) is type(auto)
     text = "<|im_start|>user\nExample 1\n0 1 2\n\ndef transform(grid):\n    return grid<|im_end|>\n"
     assert ours(text)["input_ids"] == auto(text)["input_ids"]
@@ -297,17 +300,18 @@ def test_the_tiny_nvarc_model_trains_and_samples_in_the_hf_engine(nvarc_engine):
     assert score < 0
 
 
-def test_the_tiny_llama3_model_writes_headers_and_one_bos(arc2_sample):
+def test_the_tiny_llama3_model_writes_headers_and_one_bos():
     """BARC's model is a Llama-3.1: system and user turns under headers, BOS once, EOS <|eot_id|>, no pad token (the
     engine pads with EOS), and colour-name grids survive the tokenizer."""
-    from arc_submit.llm import TrainSettings, make_engine, prompts
+    from arc_submit.llm import TrainSettings, make_engine
     from arc_submit.llm.training import prompt_ids, tokenize_pair
 
     engine = make_engine("hf", "tiny-llama3", device="cpu", max_batch_sequences=8)
     try:
         tok = engine.tokenizer
-        user = "Black Blue Red\nGreen Yellow Gray\n"
-        text = prompts.apply_chat(user, tok, system="You are a world-class puzzle solver.")
+        messages = [{"role": "system", "content": "You are a world-class puzzle solver."},
+                    {"role": "user", "content": "Black Blue Red\nGreen Yellow Gray\n"}]
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a world-class puzzle "
                         "solver.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBlack Blue Red\nGreen Yellow "
                         "Gray<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")

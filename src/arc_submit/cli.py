@@ -334,7 +334,61 @@ def cmd_execute(args) -> int:
     return EXIT_OK
 
 
+def add_prompt(sub):
+    from .llm.recipes import RECIPES
+
+    p = sub.add_parser("prompt", help="show exactly what the engine gets for one test input of a task, under a recipe")
+    p.add_argument("--preset", required=True, help=f"a recipe: {', '.join(RECIPES)}, or module:attribute")
+    p.add_argument("--challenges", required=True, help=SOURCE_HELP)
+    p.add_argument("--task", required=True, help="the task id")
+    p.add_argument("--test-index", type=int, default=0, help="which test input (0-based; default 0)")
+    p.add_argument("--model", help="a model folder, or a folder holding only its tokenizer files: the tokenizer "
+                                   "decides the ids, the end-of-sequence token and the chat template")
+    p.add_argument("--solver", choices=("transduction", "induction"),
+                   help="whose prompt (default: the recipe's own; transduction when it has both)")
+    p.add_argument("--json", action="store_true", help="one JSON object: messages, text, ids")
+
+
+def cmd_prompt(args) -> int:
+    import json
+
+    from .llm.recipes import recipe
+    from .prompt_view import prompt_view
+
+    try:
+        r = recipe(args.preset)
+    except ValueError as e:
+        print(f"error: --preset: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    tasks = load_tasks(args.challenges)
+    if args.task not in tasks:
+        print(f"error: --task {args.task!r} is not in {args.challenges} ({len(tasks)} tasks; `arc-submit tasks "
+              f"{args.challenges}` summarises them)", file=sys.stderr)
+        return EXIT_FAILED
+    tokenizer = None
+    if args.model:
+        from .llm.tiny import resolve_model
+        from .llm.tokenizers import TokenizerError, load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(resolve_model(args.model))
+        except (FileNotFoundError, TokenizerError) as e:
+            print(f"error: --model: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        view = prompt_view(r, tasks[args.task], args.test_index, tokenizer, args.solver)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(view.as_json(), ensure_ascii=False))
+    else:
+        print("\n".join(view.lines()))
+    return EXIT_OK
+
+
 COMMANDS = {
+    "prompt": (add_prompt, cmd_prompt),
     "run": (add_run, cmd_run),
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),

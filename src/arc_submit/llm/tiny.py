@@ -49,23 +49,25 @@ def _corpus() -> list[str]:
     """What the tokenizer should cut well: our prompts, grids as text, and Python as induction models write it."""
     import numpy as np
 
-    from . import prompts
     from ..tasks import Example
+    from . import prompts
+    from .recipes import INDUCTION_INSTRUCTION, TRANSDUCTION_INSTRUCTION, recipe
 
     rng = np.random.default_rng(0)
-    texts = [prompts.TRANSDUCTION_INSTRUCTION, prompts.INDUCTION_INSTRUCTION]
+    texts = [TRANSDUCTION_INSTRUCTION, INDUCTION_INSTRUCTION]
     for _ in range(20):
         a = rng.integers(0, 10, size=rng.integers(1, 8, size=2))
         b = rng.integers(0, 10, size=rng.integers(1, 8, size=2))
         ex = [Example(a, b), Example(b, a)]
-        for fmt in prompts.GRID_FORMATS:
-            texts.append(prompts.transduction_text(ex, a, fmt) + prompts.transduction_answer(b, fmt))
-            texts.append(prompts.induction_text(ex, [a], fmt))
-    texts.append(prompts.induction_answer(
+        for grid in ("plain", "row_numbers", "shape_header"):
+            r = recipe("arc-submit", grid)
+            texts.append(prompts.transduction_prompt(r, ex, a).messages[-1]["content"] + r.grid.encode(b) + "\n\n")
+            texts.append(prompts.induction_prompt(r, ex, [a]).messages[-1]["content"] + "\n")
+    texts.append("```python\n" + (
         "import numpy as np\n\n\ndef transform(grid):\n    grid = np.array(grid)\n    out = np.zeros_like(grid)\n"
         "    for r in range(grid.shape[0]):\n        for c in range(grid.shape[1]):\n"
         "            if grid[r, c] != 0:\n                out[r, c] = (grid[r, c] + 1) % 10\n"
-        "    return out.tolist()\n"))
+        "    return out.tolist()\n").strip() + "\n```\n")
     texts.append("def f(x):\n    return [row[::-1] for row in x] if len(x) > 0 else None  # mirror\n"
                  "while True:\n    break\nclass A:\n    pass\nlambda a, b: a * b + a - b / 2 == 3 and not {} or []\n")
     return texts

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, VLLMSettings,
-                     apply_memory_environment)
-from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
+                     VLLMSettings, apply_memory_environment)
+from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
 from .tiny import resolve_model
 from .training import count_tokens
 from .vllm_sampler import VLLMSampler, adapter_name
@@ -162,13 +162,13 @@ class VLLMEngine:
                 self.trainer = HFEngine(dataclasses.replace(self.model_settings, model=train_path, device="cuda"))
         return self.trainer
 
-    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+    def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,
                       deadline: Deadline | None = None) -> Adapter:
         check_adapter_name(name)
         self.life.check_open()
-        if settings.lora_rank > self.settings.max_lora_rank:
-            raise ValueError(f"adapter {name!r}: lora_rank {settings.lora_rank} exceeds the engine's max_lora_rank "
-                             f"{self.settings.max_lora_rank}; raise max_lora_rank in the engine options")
+        problem = vllm_lora_problem(settings.target_modules, settings.lora_rank, self.settings.max_lora_rank)
+        if problem:
+            raise ValueError(f"adapter {name!r}: {problem}")
         self.delete_adapter(name)
         trainer = self._trainer()
         trained = trainer.train_adapter(name, examples, settings, deadline)

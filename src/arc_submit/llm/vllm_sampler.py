@@ -92,7 +92,8 @@ class VLLMSampler:
         return results
 
     def score(self, pairs: Sequence[tuple[str, str]], adapter: str | None = None) -> list[float]:
-        """Sum of log p(completion + EOS | prompt), from vLLM's prompt log-probs (one prefill, one token out)."""
+        """Sum of log p(completion | prompt), its end token included, from vLLM's prompt log-probs (one prefill, one
+        token out)."""
         tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in pairs]
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0, detokenize=False)
         outputs = self._generate([{"prompt_token_ids": t.input_ids} for t in tokenized], params,
@@ -100,5 +101,5 @@ class VLLMSampler:
         scores = []
         for t, out in zip(tokenized, outputs):
             scores.append(sum(out.prompt_logprobs[pos][t.input_ids[pos]].logprob
-                              for pos in range(t.n_prompt, len(t.input_ids))))
+                              for pos, trained in enumerate(t.trained) if trained))
         return scores

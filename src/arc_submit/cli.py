@@ -368,11 +368,11 @@ def cmd_prompt(args) -> int:
     tokenizer = None
     if args.model:
         from .llm.tiny import resolve_model
-        from .llm.tokenizers import TokenizerError, load_tokenizer
+        from .llm.tokenizers import load_tokenizer
 
         try:
             tokenizer = load_tokenizer(resolve_model(args.model))
-        except (FileNotFoundError, TokenizerError) as e:
+        except (FileNotFoundError, ValueError) as e:
             print(f"error: --model: {e}", file=sys.stderr)
             return EXIT_FAILED
     try:

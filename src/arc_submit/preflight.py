@@ -157,11 +157,11 @@ def _lora_serving_problems(config: RunConfig, links) -> list[str]:
 
 def _model_tokenizer(model: str):
     from .llm.tiny import resolve_model
-    from .llm.tokenizers import TokenizerError, load_tokenizer
+    from .llm.tokenizers import load_tokenizer
 
     try:
         return load_tokenizer(resolve_model(model)), None
-    except (FileNotFoundError, TokenizerError) as e:
+    except (FileNotFoundError, ValueError) as e:
         return None, f"engine.model {model}: the tokenizer does not load: {e}"
 
 

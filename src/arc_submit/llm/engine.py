@@ -263,9 +263,9 @@ class Engine(Protocol):
         """For each prompt, `sampling.n` samples, in prompt order."""
         ...
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
-        """Sum of log p(completion tokens | prompt) for each (prompt, completion), the completion ending with its
-        end-of-sequence token as text: ranks candidate answers."""
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
+        """Sum of log p over each text's trained segments given what precedes them: for
+        TrainingText.pair(prompt, answer), log p(answer | prompt), its end token included; ranks candidate answers."""
         ...
 
     def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,

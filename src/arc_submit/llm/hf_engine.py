@@ -117,7 +117,7 @@ class HFEngine:
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
         self.life.check_open()
         model, ctx = self._active(adapter)

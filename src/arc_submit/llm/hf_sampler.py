@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .engine import Generation, Sampling
-from .training import TokenizedText, completion_logprobs, prompt_ids, tokenize_pair
+from .engine import TrainingText
+from .training import TokenizedText, completion_logprobs, prompt_ids, tokenize_text
 
 LOGIT_BUDGET = 2 ** 27  # logits (tokens × vocabulary) one scoring batch may hold: 0.5 GiB in fp32
 
@@ -110,13 +111,13 @@ class HFSampler:
         for k, (tokens, text, finished) in enumerate(samples):
             results[batch[k // per_prompt][0]].append(Generation(text, len(tokens), finished, logprobs[k], tuple(tokens)))
 
-    def score(self, model, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Sum of log p(completion | prompt), the completion's end token included: it penalises an answer that
-        should go on."""
+    def score(self, model, pairs: Sequence[TrainingText]) -> list[float]:
+        """Sum of log p over each text's trained segments (an answer's end token included: it penalises an answer
+        that should go on)."""
         import torch
 
         with torch.inference_mode():
-            return self.logprob_sums(model, [tokenize_pair(self.tokenizer, p, c) for p, c in pairs])
+            return self.logprob_sums(model, [tokenize_text(self.tokenizer, t) for t in pairs])
 
     def logprob_sums(self, model, pairs: list[TokenizedText]) -> list[float]:
         """Teacher-forced log-probabilities of given token sequences, in batches (raw model distribution).

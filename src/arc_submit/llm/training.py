@@ -61,10 +61,6 @@ def tokenize_text(tokenizer, text: TrainingText) -> TokenizedText:
     return TokenizedText(ids, trained)
 
 
-def tokenize_pair(tokenizer, prompt: str, completion: str) -> TokenizedText:
-    return tokenize_text(tokenizer, TrainingText.pair(prompt, completion))
-
-
 def collate(batch: Sequence[TokenizedText], pad_id: int):
     """Right-padded input_ids, attention_mask, labels (IGNORE where no loss, and on padding) as torch tensors."""
     import torch

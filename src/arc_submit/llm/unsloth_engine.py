@@ -179,7 +179,7 @@ class UnslothEngine:
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         self.life.check_open()
         if self.fast_inference:
             return self.sampler.score(pairs, adapter_name(adapter))

@@ -143,7 +143,7 @@ class VLLMEngine:
         self.life.check_open()
         return self.sampler.generate(prompts, sampling, adapter_name(adapter))
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         self.life.check_open()
         return self.sampler.score(pairs, adapter_name(adapter))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from types import MappingProxyType
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
@@ -22,7 +23,7 @@ from ..config import coerce_value  # an option converts exactly as a config key 
 
 
 # Options that were renamed: a config still using the old name fails saying the new one.
-RENAMED = {"prompt_format": "recipe (a preset of llm/recipes.py, a dict of Recipe fields, or module:attribute)"}
+RENAMED = MappingProxyType({"prompt_format": "recipe (a preset of llm/recipes.py, a dict of Recipe fields, or module:attribute)"})
 
 
 def build_options(solver: str, cls: type, values: Mapping[str, Any]):

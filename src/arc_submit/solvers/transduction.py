@@ -184,7 +184,7 @@ def augmented_logprobs(engine, items: list[tuple[int, Augmentation, str]], test_
     views = [(aug, prompt) for t, aug, prompt in items if t == test_index]
     if not views or not grids:
         return [float("-inf")] * len(grids)
-    pairs = [(prompt, prompts.transduction_target(r, aug.apply_grid(grid), engine.tokenizer))
+    pairs = [TrainingText.pair(prompt, prompts.transduction_target(r, aug.apply_grid(grid), engine.tokenizer))
              for grid in grids for aug, prompt in views]
     sums = engine.score(pairs, adapter)
     return [float(np.mean(sums[i * len(views):(i + 1) * len(views)])) for i in range(len(grids))]

@@ -176,6 +176,16 @@ def test_main_entry_library_imports_and_accepted_output_types():
     assert "main" in results[6].outcomes[0].message
 
 
+def test_programs_get_int64_grids_so_arithmetic_does_not_wrap():
+    # BARC's programs were written against int64 grids (numpy's default int); on int8 cells 9 * 31 wraps to 23.
+    codes = ["def transform(grid):\n    return (grid * 31) % 10\n",  # 31 * c = c (mod 10) unless it wraps
+             "import numpy as np\ndef transform(grid):\n    return np.full((1, 1), grid.dtype.itemsize)\n"]
+    grid = np.full((30, 30), 9)
+    scaled, itemsize = execute(codes, [grid], timeout_s=TIMEOUT_S, workers=1)
+    assert scaled.ok and np.array_equal(scaled.outcomes[0].grid, grid), scaled.outcomes[0]
+    assert itemsize.outcomes[0].grid.tolist() == [[8]]
+
+
 def test_identical_texts_run_once_and_behaviours_group():
     flip_a, flip_b, other = program("grid[::-1]"), program("np.flipud(grid)"), program("grid.T")
     codes = [flip_a, other, flip_a, flip_b, "def transform(g) :(", flip_a]

@@ -66,8 +66,13 @@ class ExecutionError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    entry: str = "transform"  # the function each program defines: "transform" or BARC's "main"
+    # The function each program defines: "transform" (what BARC's published induction models write: their
+    # training data renamed the seeds' "main"), or "main" for programs in the style of BARC's seeds.
+    entry: str = "transform"
     library_dir: str | None = None  # a folder whose modules programs may import (BARC: the one with common.py)
+    # Complete a library's Color class with the other name of each renamed colour (sandbox.COLOUR_ALIASES:
+    # PURPLE/TEAL, BROWN/MAROON, GRAY/GREY), so BARC's model's Color.PURPLE runs against BARC's common.py.
+    colour_aliases: bool = True
     timeout_s: float = 1.0  # wall clock per program run (all inputs of the task together)
     memory_mb: int = 1024  # address space a program may add to the warm zygote's
     workers: int | None = None  # default: the CPUs this process may use
@@ -225,7 +230,7 @@ class Executor:
         scratch = os.path.join(self._scratch_root, f"worker{slot}-{time.monotonic_ns()}")
         return _Zygote({"entry": s.entry, "library_dir": str(Path(s.library_dir).resolve()) if s.library_dir
                         else None, "timeout_s": float(s.timeout_s), "memory_mb": int(s.memory_mb),
-                        "landlock": s.landlock,
+                        "landlock": s.landlock, "colour_aliases": s.colour_aliases,
                         "programs_per_process": max(1, int(s.programs_per_process)), "scratch_dir": scratch}, self._env)
 
     def __enter__(self) -> "Executor":
@@ -351,6 +356,9 @@ class Executor:
                         self.sandboxed = bool(message[1])
                         log.info("%d workers up; Landlock confinement: %s", len(self._zygotes),
                                  "on" if self.sandboxed else "off (kernel lacks it or disabled)")
+                        for module, names in message[2].items():
+                            log.info("%s: Color given the aliases %s (BARC's renamed colours)", module,
+                                     ", ".join(names))
                 elif message[0] == "error":
                     self.close()
                     raise ExecutionError(f"workers cannot start: {message[1]} (while importing the library in "

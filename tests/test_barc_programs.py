@@ -114,3 +114,14 @@ def test_programs_can_import_scipy_in_the_sandbox():
         (result,) = executor.run([code], [grid])
     assert result.ok, result.outcomes[0].message
     assert result.outcomes[0].grid.tolist() == [[4]]
+
+
+def test_the_induction_options_refuse_a_missing_library_before_any_work(tmp_path):
+    # make_options is what the preflight calls for every solver of the run.
+    from arc_submit.solvers import resolve_solver
+
+    missing = tmp_path / "barc-common"
+    with pytest.raises(ValueError, match=rf"induction solver: option library_dir='{missing}': no such folder"):
+        resolve_solver("induction").make_options({"library_dir": str(missing), "entry": "transform"})
+    options = resolve_solver("induction").make_options({"library_dir": str(STANDIN_LIBRARY)})
+    assert options.execution.entry == "transform" and options.execution.colour_aliases

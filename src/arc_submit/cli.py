@@ -313,7 +313,7 @@ def add_execute(sub):
     p.add_argument("--solutions", help="test outputs, to count programs that reproduce them (default: the "
                                        "sibling *_solutions.json, or the dataset's own)")
     p.add_argument("--library", help="folder of modules programs may import (BARC: the one with common.py)")
-    p.add_argument("--entry", default="transform", help="the function each program defines (BARC: main)")
+    p.add_argument("--entry", default="transform", help="the function each program defines (BARC's model writes transform; its seeds: main)")
     p.add_argument("--timeout", type=positive_float, default=1.0, help="seconds per program on all its task's inputs")
     p.add_argument("--memory-mb", type=positive_int, default=1024, help="memory a program may allocate")
     p.add_argument("--workers", type=positive_int, default=None, help="parallel workers (default: the usable CPUs)")
@@ -324,10 +324,16 @@ def cmd_execute(args) -> int:
     from .execution import ExecutionSettings
     from .program_runs import run_programs_file
 
+    from .execution import ExecutionError
+
     tasks = load_tasks(args.challenges, solutions=args.solutions)
-    settings = ExecutionSettings(entry=args.entry, library_dir=args.library, timeout_s=args.timeout,
-                                 memory_mb=args.memory_mb, workers=args.workers)
-    summary = run_programs_file(args.programs, tasks, args.out, settings)
+    try:
+        settings = ExecutionSettings(entry=args.entry, library_dir=args.library, timeout_s=args.timeout,
+                                     memory_mb=args.memory_mb, workers=args.workers)
+        summary = run_programs_file(args.programs, tasks, args.out, settings)
+    except (ValueError, ExecutionError) as e:  # a missing or broken --library, named with the fix
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     for line in summary.lines():
         print(line)
     print(f"results: {args.out}")

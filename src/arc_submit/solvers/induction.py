@@ -67,9 +67,9 @@ class InductionOptions:
     prompt: PromptOptions = field(default_factory=PromptOptions)  # recipe, grid_format
     augment: AugmentationOptions = field(default_factory=AugmentationOptions)  # use_dihedral, permute_colours, ...
     train: LoraOptions = field(default_factory=LoraOptions)  # learning_rate, lora_rank, max_seq_len, ...
-    # The sandbox's settings, written at the top level too: entry (BARC's model writes transform), library_dir (a folder of
-    # modules programs import, BARC's with common.py), timeout_s, memory_mb, workers (None: every CPU this process
-    # may use), landlock, programs_per_process, queue_depth.
+    # The sandbox's settings, written at the top level too: entry (BARC's model writes transform), library_dir (a
+    # folder of modules programs import, BARC's with common.py), colour_aliases, timeout_s, memory_mb, workers
+    # (None: every CPU this process may use), landlock, programs_per_process, queue_depth.
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
     def __post_init__(self):

@@ -99,29 +99,32 @@ def arc_style_prompt() -> str:
     import numpy as np
 
     from arc_submit.llm import prompts
+    from arc_submit.llm.recipes import recipe
     from arc_submit.tasks import Example
 
     rng = np.random.default_rng(0)
     grids = [rng.integers(0, 10, (10, 10)).astype(np.int8) for _ in range(7)]
     examples = [Example(grids[i], grids[i + 1]) for i in (0, 2, 4)]
-    return prompts.transduction_text(examples, grids[6])
+    return prompts.transduction_prompt(recipe("arc-submit"), examples, grids[6]).messages[-1]["content"]
 
 
-def train_pair(tokenizer, n_tokens: int) -> tuple[str, str]:
-    """A (prompt, completion) pair of about n_tokens tokens: a long grid prompt, a 30×30 grid answer."""
+def train_pair(tokenizer, n_tokens: int):
+    """A (prompt, completion) TrainingText of about n_tokens tokens: a long grid prompt, a 30×30 grid answer."""
     import numpy as np
 
     from arc_submit.llm import prompts
+    from arc_submit.llm.engine import TrainingText
+    from arc_submit.llm.recipes import recipe
 
     rng = np.random.default_rng(n_tokens)
-    answer = prompts.transduction_answer(rng.integers(0, 10, (30, 30)))
-    n_answer = len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
+    answer = prompts.transduction_target(recipe("arc-submit"), rng.integers(0, 10, (30, 30)), tokenizer)
+    n_answer = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
     digits = "".join(str(d) for d in rng.integers(0, 10, 8 * n_tokens))
     body = "\n".join(digits[i:i + 29] for i in range(0, len(digits), 29))  # 30 tokens per line
     prompt = body[: (n_tokens - n_answer) * 29 // 30]
     ids = tokenizer(prompt)["input_ids"]
     prompt = tokenizer.decode(ids[: n_tokens - n_answer])
-    return prompt, answer
+    return TrainingText.pair(prompt, answer)
 
 
 def measure_sampling(engine, prompt: str) -> dict:

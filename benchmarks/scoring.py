@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from arc_submit.augment import augmentation_set  # noqa: E402
 from arc_submit.llm import TrainSettings, make_engine  # noqa: E402
+from arc_submit.llm.recipes import recipe  # noqa: E402
 from arc_submit.solvers import transduction  # noqa: E402
 from arc_submit.solvers.common import task_rng  # noqa: E402
 from arc_submit.tasks import load_tasks  # noqa: E402
@@ -54,10 +55,10 @@ def main() -> None:
     for shape in args.shapes:
         model = build_shaped_model(shape, Path("/tmp/l4-models") / shape)
         engine = make_engine("hf", str(model), device="cuda", max_model_len=8192)
-        fmt = "plain"  # the arc-submit layout
+        fmt = recipe("arc-submit")
         for task in tasks:
             rng = np.random.default_rng(0)
-            pairs = transduction.training_pairs(task, augmentation_set(2, task_rng(0, task.id, 1), len(task.train)),
+            pairs = transduction.training_texts(task, augmentation_set(2, task_rng(0, task.id, 1), len(task.train)),
                                                 engine, fmt, 4096, {})
             adapter = engine.train_adapter("bench", pairs, TrainSettings(max_steps=4, lora_rank=32, lora_alpha=64))
             views = augmentation_set(args.views, task_rng(0, task.id, 2), len(task.train))

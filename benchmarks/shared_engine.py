@@ -72,6 +72,7 @@ def task_prompts(engine, seed: int):
 
     from arc_submit.augment import augmentation_set
     from arc_submit.llm import prompts
+    from arc_submit.llm.recipes import recipe
     from arc_submit.solvers import transduction
     from arc_submit.tasks import Example, Task
 
@@ -79,9 +80,10 @@ def task_prompts(engine, seed: int):
     grids = [rng.integers(0, 10, (10, 10)).astype(np.int8) for _ in range(4)]
     examples = [Example(g, g[:, ::-1].copy()) for g in grids[:3]]
     # Leave-one-out pairs of 16 augmentations, as the transduction solver makes them (no length cap).
-    pairs = transduction.training_pairs(Task("bench", tuple(examples), ()), augmentation_set(16, rng, n_train=3),
-                                        engine, "plain", None, {})
-    return pairs, prompts.transduction_prompt(examples, grids[3], tokenizer=engine.tokenizer)
+    ours = recipe("arc-submit")
+    pairs = transduction.training_texts(Task("bench", tuple(examples), ()), augmentation_set(16, rng, n_train=3),
+                                        engine, ours, None, {})
+    return pairs, prompts.transduction_prompt(ours, examples, grids[3], engine.tokenizer).text
 
 
 def tok_per_s(engine, prompt, n, tokens, adapter=None, repeats=3) -> float:
@@ -148,7 +150,7 @@ def main() -> None:
             engine.delete_adapter(adapter)
             tasks.append({"memory_after": memory.now(), "train_s": round(train_s, 1), "steps": adapter.steps,
                           "prompt_tokens": engine.count_tokens(prompt),
-                          "train_tokens": max(len(engine.tokenizer(p + c)["input_ids"]) for p, c in pairs),
+                          "train_tokens": max(len(engine.tokenizer("".join(s for s, _ in t.segments))["input_ids"]) for t in pairs),
                           "loss_first_last": [round(adapter.first_loss, 3), round(adapter.last_loss, 3)],
                           "tok_s_lora": round(with_lora), "tok_s_base": round(without),
                           "lora_ratio": round(with_lora / without, 3)})

@@ -44,8 +44,6 @@ class PooledProgramTexts:
     """BENCHMARK STAND-IN for a model that writes Python (see the module docstring)."""
 
     def __init__(self, engine, n_programs: int = 400, seed: int = 0):
-        from arc_submit.llm.prompts import induction_answer
-
         rng = np.random.default_rng(seed)
         templates = sibling("execution").REALISTIC
         self.engine = engine
@@ -53,8 +51,8 @@ class PooledProgramTexts:
         for i in range(n_programs):
             body = templates[int(rng.integers(len(templates)))].format(
                 a=int(rng.integers(10)), b=int(rng.integers(10)), k=int(rng.integers(1, 4)), axis=int(rng.integers(2)))
-            self.texts.append(induction_answer(f"import numpy as np\n\ndef transform(grid):\n    grid = np.array(grid)\n"
-                                               f"    {body}\n"))
+            code = f"import numpy as np\n\ndef transform(grid):\n    grid = np.array(grid)\n    {body}"
+            self.texts.append(f"```python\n{code}\n```\n")  # as a model writes it
         self.written = 0
 
     def __getattr__(self, name):

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from arc_submit import cli
-from arc_submit.execution import (ERROR_CLASSES, ExecutionError, Executor, error_counts, execute,
-                                  group_by_behaviour)
+from arc_submit.execution import (ERROR_CLASSES, ExecutionError, ExecutionSettings, Executor, error_counts,
+                                  execute, group_by_behaviour)
 from arc_submit.landlock import landlock_abi
 
 DATA = Path(__file__).parent / "data"
@@ -176,6 +176,16 @@ def test_main_entry_library_imports_and_accepted_output_types():
     assert "main" in results[6].outcomes[0].message
 
 
+def test_programs_get_int64_grids_so_arithmetic_does_not_wrap():
+    # BARC's programs were written against int64 grids (numpy's default int); on int8 cells 9 * 31 wraps to 23.
+    codes = ["def transform(grid):\n    return (grid * 31) % 10\n",  # 31 * c = c (mod 10) unless it wraps
+             "import numpy as np\ndef transform(grid):\n    return np.full((1, 1), grid.dtype.itemsize)\n"]
+    grid = np.full((30, 30), 9)
+    scaled, itemsize = execute(codes, [grid], timeout_s=TIMEOUT_S, workers=1)
+    assert scaled.ok and np.array_equal(scaled.outcomes[0].grid, grid), scaled.outcomes[0]
+    assert itemsize.outcomes[0].grid.tolist() == [[8]]
+
+
 def test_identical_texts_run_once_and_behaviours_group():
     flip_a, flip_b, other = program("grid[::-1]"), program("np.flipud(grid)"), program("grid.T")
     codes = [flip_a, other, flip_a, flip_b, "def transform(g) :(", flip_a]
@@ -199,8 +209,21 @@ def test_broken_library_is_a_clear_error(tmp_path):
     (tmp_path / "common.py").write_text("raise ImportError('half-copied library')\n")
     with pytest.raises(ExecutionError, match="half-copied library"):
         execute([program("grid")], INPUTS, library_dir=str(tmp_path), workers=1)
-    with pytest.raises(ExecutionError, match="no such folder"):
+    with pytest.raises(ValueError, match="library_dir=.*missing.*no such folder"):
         Executor(library_dir=str(tmp_path / "missing"))
+
+
+def test_a_library_dir_without_modules_is_refused_naming_the_folder_that_has_them(tmp_path):
+    # What attaching a Kaggle dataset one folder too high looks like: the options fail (at preflight), not every
+    # program of the run.
+    (tmp_path / "barc-common" / "seeds").mkdir(parents=True)
+    (tmp_path / "barc-common" / "seeds" / "common.py").write_text("class Color:\n    TEAL = 8\n")
+    with pytest.raises(ValueError, match=r"option library_dir=.*holds no Python module.*common\.py in "
+                                         rf"{tmp_path / 'barc-common' / 'seeds'}: give that folder"):
+        ExecutionSettings(library_dir=str(tmp_path / "barc-common"))
+    with pytest.raises(ValueError, match="a file, not a folder"):
+        ExecutionSettings(library_dir=str(tmp_path / "barc-common" / "seeds" / "common.py"))
+    assert ExecutionSettings(library_dir=str(tmp_path / "barc-common" / "seeds")).library_dir
 
 
 def test_cli_execute_on_real_tasks(tmp_path, arc1_train, capsys):

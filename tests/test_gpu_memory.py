@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 
 from arc_submit.llm import Sampling, TrainSettings, prompts
+from arc_submit.llm.engine import TrainingText
+from arc_submit.llm.recipes import recipe
+
+OURS = recipe("arc-submit")  # our own layout, through the tiny model's chat template
 from arc_submit.tasks import Example
 
 pytestmark = pytest.mark.gpu
@@ -44,20 +48,20 @@ def test_one_copy_engine_starts_every_task_from_the_base_model():
     engine = make_engine("hf", "tiny", device="cuda", max_model_len=4096)
     try:
         examples, test_input = flip_task(0)
-        prompt = prompts.transduction_prompt(examples, test_input, tokenizer=engine.tokenizer)
-        answer = prompts.transduction_answer(test_input[:, ::-1])
-        base = engine.score([(prompt, answer)])[0]
+        prompt = prompts.transduction_prompt(OURS, examples, test_input, engine.tokenizer).text
+        answer = prompts.transduction_target(OURS, test_input[:, ::-1], engine.tokenizer)
+        base = engine.score([TrainingText.pair(prompt, answer)])[0]
         for task in range(3):
             ex, _ = flip_task(task)
             pairs = pairs_of(ex, engine)
             adapter = engine.train_adapter(f"task-{task}", pairs, TrainSettings(epochs=10, max_steps=8, lora_rank=8,
                                                                                 lora_alpha=16, learning_rate=3e-3))
             assert adapter.steps == 8 and adapter.last_loss < adapter.first_loss
-            tuned = engine.score([(prompt, answer)], adapter)[0]
+            tuned = engine.score([TrainingText.pair(prompt, answer)], adapter)[0]
             assert tuned != pytest.approx(base, abs=1e-4)  # the adapter changes the model
             assert engine.generate([prompt], Sampling(n=2, max_tokens=8, temperature=1.0), adapter)[0]
             engine.delete_adapter(adapter)
-            assert engine.score([(prompt, answer)])[0] == pytest.approx(base, abs=1e-4)  # back to the base
+            assert engine.score([TrainingText.pair(prompt, answer)])[0] == pytest.approx(base, abs=1e-4)  # back to the base
     finally:
         engine.close()
 
@@ -68,4 +72,4 @@ def pairs_of(examples, engine):
     from arc_submit.solvers import transduction
     from arc_submit.tasks import Task
 
-    return transduction.training_pairs(Task("pairs", tuple(examples), ()), [Augmentation()], engine, "plain", None, {})
+    return transduction.training_texts(Task("pairs", tuple(examples), ()), [Augmentation()], engine, OURS, None, {})

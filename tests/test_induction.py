@@ -13,6 +13,14 @@ from arc_submit.augment import Augmentation
 from arc_submit.budget import Deadline
 from arc_submit.execution import ExecutionSettings, Executor
 from arc_submit.llm import Sampling, make_engine, prompts
+from arc_submit.llm.recipes import recipe
+
+OURS = recipe("arc-submit")  # our own layout, through the tiny model's chat template
+
+
+def answer(code: str, engine) -> str:
+    """The completion relabelling trains on for `code`."""
+    return prompts.induction_target(OURS, code, engine.tokenizer)
 from arc_submit.solvers import SolverContext, induction
 from arc_submit.solvers.induction import INDUCTION
 from arc_submit.tasks import Example
@@ -46,7 +54,8 @@ def executor():
 
 
 def executed(task, codes, views, executor, epoch=0):
-    sampled = [(code, view) for view in views for code in codes]
+    all_tests = tuple(range(len(task.test)))  # our layout shows every test input in one prompt
+    sampled = [(code, view, all_tests) for view in views for code in codes]
     return induction.execute(task, sampled, epoch, executor, Deadline.in_seconds(60), 2, 1.0)
 
 
@@ -72,25 +81,25 @@ def test_relabelled_data_is_exactly_the_programs_own_task(mirror_task, executor)
     assert [p.exact for p in programs] == [0, 3, 3, 0, 0]
     assert [p.ran_on_train(3) for p in programs] == [True, True, True, True, False]
 
-    pairs = induction.relabel(mirror_task, programs, engine)
+    pairs = induction.relabel(mirror_task, programs, engine, OURS)
     # The crash did not run, the identity teaches nothing, the two upside-down programs behave alike (the
     # shorter text is kept); the one that solves the task comes first.
-    assert [r.completion for r in pairs] == [prompts.induction_answer(UPSIDE_DOWN), prompts.induction_answer(MIRROR)]
+    assert [r.completion for r in pairs] == [answer(UPSIDE_DOWN, engine), answer(MIRROR, engine)]
     framed = [view.apply_grid(mirror_task.train[i].input) for i in (2, 0, 1)]
     test_inputs = [view.apply_grid(mirror_task.test[0].input)]
     upside_down = [Example(g, np.flipud(g)) for g in framed]
     mirrored = [Example(g, np.fliplr(g)) for g in framed]
-    assert pairs[0].prompt == prompts.induction_prompt(upside_down, test_inputs, tokenizer=engine.tokenizer)
-    assert pairs[1].prompt == prompts.induction_prompt(mirrored, test_inputs, tokenizer=engine.tokenizer)
+    assert pairs[0].prompt == prompts.induction_prompt(OURS, upside_down, test_inputs, engine.tokenizer).text
+    assert pairs[1].prompt == prompts.induction_prompt(OURS, mirrored, test_inputs, engine.tokenizer).text
     # The solving program's relabelled task is the task itself as the view shows it.
     shown = view.apply_task(mirror_task)
-    assert pairs[0].prompt == prompts.induction_prompt(shown.train, [ex.input for ex in shown.test],
-                                                      tokenizer=engine.tokenizer)
+    assert pairs[0].prompt == prompts.induction_prompt(OURS, shown.train, [ex.input for ex in shown.test],
+                                                      engine.tokenizer).text
     # Behaviours already relabelled in an earlier epoch are not repeated; the cap holds.
     seen: set = set()
-    assert len(induction.relabel(mirror_task, programs, engine, seen=seen)) == 2
-    assert induction.relabel(mirror_task, programs, engine, seen=seen) == []
-    assert len(induction.relabel(mirror_task, programs, engine, cap=1)) == 1
+    assert len(induction.relabel(mirror_task, programs, engine, OURS, seen=seen)) == 2
+    assert induction.relabel(mirror_task, programs, engine, OURS, seen=seen) == []
+    assert len(induction.relabel(mirror_task, programs, engine, OURS, cap=1)) == 1
 
 
 def test_early_stop_fires_at_two_distinct_answers_from_fitting_programs(mirror_task):
@@ -106,7 +115,7 @@ def test_early_stop_fires_at_two_distinct_answers_from_fitting_programs(mirror_t
     # What the engine was taught between the epochs is the relabelled epoch-0 programs, best fit first.
     (name, taught, _), = engine.trained
     assert name == f"induction-{mirror_task.id}"
-    assert [c for _, c in taught] == [prompts.induction_answer(MIRROR), prompts.induction_answer(UPSIDE_DOWN)]
+    assert [t.segments[1][0] for t in taught] == [answer(MIRROR, engine), answer(UPSIDE_DOWN, engine)]
     assert engine.deleted[-1] == name  # the task's adapter is gone at the end
 
     (candidates,) = result.candidates

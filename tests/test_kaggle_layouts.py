@@ -192,10 +192,10 @@ def test_discovery_on_both_layouts_and_a_missing_wheels_folder(tmp_path, monkeyp
     full = kaggle_env.notebook_config(out_dir=str(tmp_path / "o"), time_limit_hours=0.05)
     assert not full.dry_run and full.time_limit_s == 180 and full.safety_margin_s == 45
     assert full.challenges == str(new / kaggle_env.TEST_FILE)
-    # The notebook's prompt_preset reaches every solver of the chain (and a bad one fails by name).
-    chained = kaggle_env.notebook_config(out_dir=str(tmp_path / "o"), prompt_preset="compact",
+    # The notebook's recipe reaches every solver of the chain (and a bad one fails by name).
+    chained = kaggle_env.notebook_config(out_dir=str(tmp_path / "o"), recipe="compact",
                                          solvers=[{"name": "induction"}, {"name": "transduction"}])
-    assert [s.options["prompt_format"] for s in chained.solvers] == ["compact", "compact"]
+    assert [s.options["recipe"] for s in chained.solvers] == ["compact", "compact"]
 
 
 def test_a_local_dry_run_runs_on_the_slice_it_writes_beside_its_results(tmp_path, monkeypatch):

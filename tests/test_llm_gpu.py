@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from arc_submit.llm import Sampling, TrainSettings, prompts
+from arc_submit.llm.recipes import recipe
+
+OURS = recipe("arc-submit")  # our own layout, through the tiny model's chat template
 from arc_submit.tasks import Example
 
 pytestmark = pytest.mark.gpu
@@ -33,7 +36,7 @@ def vllm_engine():
 
 def test_vllm_generate_is_deterministic_under_a_seed(vllm_engine):
     examples, test_input = synthetic_task(0)
-    prompt = prompts.transduction_prompt(examples, test_input, tokenizer=vllm_engine.tokenizer)
+    prompt = prompts.transduction_prompt(OURS, examples, test_input, vllm_engine.tokenizer).text
     sampling = Sampling(n=6, temperature=1.0, max_tokens=20, seed=11, logprobs=True)
     first, again = vllm_engine.generate([prompt], sampling), vllm_engine.generate([prompt], sampling)
     assert [g.text for g in first[0]] == [g.text for g in again[0]]
@@ -42,7 +45,7 @@ def test_vllm_generate_is_deterministic_under_a_seed(vllm_engine):
 
 def test_vllm_sample_logprobs_agree_with_its_scores(vllm_engine):
     examples, test_input = synthetic_task(1)
-    prompt = prompts.transduction_prompt(examples, test_input, tokenizer=vllm_engine.tokenizer)
+    prompt = prompts.transduction_prompt(OURS, examples, test_input, vllm_engine.tokenizer).text
     (samples,) = vllm_engine.generate([prompt], Sampling(n=4, temperature=1.0, max_tokens=12, seed=2, logprobs=True))
     from arc_submit.llm.training import prompt_ids
     import vllm
@@ -93,7 +96,7 @@ def check_one_copy_cycle(engine):
     storages = {p.untyped_storage().data_ptr() for p in vllm_model.parameters()}
     examples, test_input = synthetic_task(5, n=4)
     pairs = pairs_of(examples, engine)
-    prompt = prompts.transduction_prompt(examples, test_input, tokenizer=engine.tokenizer)
+    prompt = prompts.transduction_prompt(OURS, examples, test_input, engine.tokenizer).text
     base = engine.score(pairs)
     for task in ("task-1", "task-2"):
         fresh = engine.train_adapter(task, pairs, TrainSettings(max_steps=0, **LORA))
@@ -126,7 +129,7 @@ def test_hf_engine_on_gpu_trains_and_samples():
         pairs = pairs_of(examples, engine)
         adapter = engine.train_adapter("t", pairs, TrainSettings(epochs=6, **LORA))
         assert adapter.losses[-1] < adapter.losses[0]
-        prompt = prompts.transduction_prompt(examples, test_input, tokenizer=engine.tokenizer)
+        prompt = prompts.transduction_prompt(OURS, examples, test_input, engine.tokenizer).text
         a = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_tokens=10, seed=3), adapter)
         b = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_tokens=10, seed=3), adapter)
         assert a == b
@@ -157,4 +160,4 @@ def pairs_of(examples, engine):
     from arc_submit.solvers import transduction
     from arc_submit.tasks import Task
 
-    return transduction.training_pairs(Task("pairs", tuple(examples), ()), [Augmentation()], engine, "plain", None, {})
+    return transduction.training_texts(Task("pairs", tuple(examples), ()), [Augmentation()], engine, OURS, None, {})

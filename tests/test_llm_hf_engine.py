@@ -9,7 +9,11 @@ import pytest
 from arc_submit.augment import Augmentation
 from arc_submit.budget import Deadline
 from arc_submit.llm import Sampling, TrainSettings, make_engine, prompts
-from arc_submit.llm.engine import Engine
+from arc_submit.llm.engine import Engine, TrainingText
+from arc_submit.llm.recipes import recipe
+
+OURS = recipe("arc-submit")
+PLAIN = recipe({"preset": "arc-submit", "chat": "plain"})  # the user text alone, no chat template
 from arc_submit.solvers import transduction
 
 FAST_LORA = dict(lora_rank=8, lora_alpha=16, gradient_checkpointing=False)
@@ -36,7 +40,7 @@ def other_task(arc1_train, task):
 
 def pairs_of(task, engine):
     """Leave-one-out training pairs as the transduction solver makes them (the identity view, no length cap)."""
-    return transduction.training_pairs(task, [Augmentation()], engine, "plain", None, {})
+    return transduction.training_texts(task, [Augmentation()], engine, OURS, None, {})
 
 
 def test_engine_follows_the_protocol(engine):
@@ -56,7 +60,7 @@ def test_engine_follows_the_protocol(engine):
 
 
 def test_generate_is_deterministic_under_a_seed(engine, task):
-    prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
+    prompt = prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text
     sampling = Sampling(n=5, temperature=1.0, max_tokens=24, seed=7, logprobs=True)
     first = engine.generate([prompt, prompt[:200]], sampling)
     again = engine.generate([prompt, prompt[:200]], sampling)
@@ -75,7 +79,7 @@ def test_sample_logprobs_are_the_models_own(engine, task):
 
     from arc_submit.llm.training import prompt_ids
 
-    prompts_ = [prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer), "Example 1"]
+    prompts_ = [prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text, "Example 1"]
     results = engine.generate(prompts_, Sampling(n=3, temperature=1.0, max_tokens=16, seed=3, logprobs=True))
     for prompt, samples in zip(prompts_, results):
         p = prompt_ids(engine.tokenizer, prompt)
@@ -89,7 +93,7 @@ def test_sample_logprobs_are_the_models_own(engine, task):
 
 
 def test_greedy_returns_n_identical_samples(engine, task):
-    prompt = prompts.transduction_prompt(task.train, task.test[0].input)
+    prompt = prompts.transduction_prompt(PLAIN, task.train, task.test[0].input, engine.tokenizer).text
     (samples,) = engine.generate([prompt], Sampling(n=3, temperature=0, max_tokens=8))
     assert len(samples) == 3 and len({g.text for g in samples}) == 1
 
@@ -116,8 +120,8 @@ def test_a_new_tasks_adapter_starts_from_the_base_weights(engine, task, other_ta
     assert engine.score(other_pairs, fresh) == pytest.approx(base, abs=1e-5)
     # Its first training step sees the base model: the first loss is the base model's loss on that example.
     one = engine.train_adapter(other_task.id, other_pairs, TrainSettings(max_steps=1, **FAST_LORA))
-    per_token = [-s / (len(engine.tokenizer(c, add_special_tokens=False)["input_ids"]) + 1)
-                 for s, (_, c) in zip(base, other_pairs)]
+    per_token = [-s / len(engine.tokenizer(t.segments[1][0], add_special_tokens=False)["input_ids"])
+                 for s, t in zip(base, other_pairs)]  # the completion's text ends with its EOS
     assert any(one.losses[0] == pytest.approx(x, abs=1e-4) for x in per_token)
     for name in (task.id, other_task.id):
         engine.delete_adapter(name)
@@ -162,7 +166,7 @@ def test_deleted_adapter_cannot_be_used_and_names_itself(engine, task):
 
 def test_examples_over_max_seq_len_are_dropped_or_refused(engine, task):
     pairs = pairs_of(task, engine)
-    lengths = sorted(len(engine.tokenizer(p + c)["input_ids"]) for p, c in pairs)
+    lengths = sorted(len(engine.tokenizer("".join(s for s, _ in t.segments))["input_ids"]) for t in pairs)
     with pytest.raises(ValueError, match="none of the .* fits max_seq_len"):
         engine.train_adapter(task.id, pairs, TrainSettings(max_seq_len=10, **FAST_LORA))
     if lengths[0] < lengths[-1]:
@@ -172,7 +176,7 @@ def test_examples_over_max_seq_len_are_dropped_or_refused(engine, task):
 
 
 def test_stop_strings_end_a_sample(engine, task):
-    prompt = prompts.transduction_prompt(task.train, task.test[0].input)
+    prompt = prompts.transduction_prompt(PLAIN, task.train, task.test[0].input, engine.tokenizer).text
     (samples,) = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_tokens=40, seed=1, stop=("\n",)))
     assert all("\n" not in g.text for g in samples)
 
@@ -191,14 +195,16 @@ def test_scoring_batches_stay_under_the_logit_budget(engine, task, monkeypatch):
     """Many pairs of mixed lengths: the same sums whatever the batching, and no batch over LOGIT_BUDGET logits."""
     from arc_submit.llm import hf_sampler, training
 
-    prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
-    pairs = [(prompt[: 300 + 40 * i], prompts.transduction_answer(task.test[0].input[: 1 + i % 3])) for i in range(12)]
+    prompt = prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text
+    pairs = [TrainingText.pair(prompt[: 300 + 40 * i],
+                               prompts.transduction_target(OURS, task.test[0].input[: 1 + i % 3], engine.tokenizer))
+             for i in range(12)]
     unbounded = engine.score(pairs)
     seen = []
     real = training.completion_logprobs
 
     def spy(model, batch, pad_id, device):
-        span = max(len(b.input_ids) for b in batch) - min(b.n_prompt for b in batch) + 1
+        span = max(len(b.input_ids) for b in batch) - min(b.first_trained for b in batch) + 1
         seen.append((len(batch), len(batch) * span * engine.model.config.vocab_size))
         return real(model, batch, pad_id, device)
 

@@ -104,7 +104,10 @@ class StandInFastLanguageModel:
 def test_unsloth_engine_logic_on_a_stand_in(monkeypatch, arc1_train):
     from arc_submit.augment import Augmentation
     from arc_submit.llm import Sampling, TrainSettings, prompts, unsloth_engine
+    from arc_submit.llm.recipes import recipe
     from arc_submit.solvers import transduction
+
+    ours = recipe("arc-submit")
 
     monkeypatch.setattr(unsloth_engine, "import_unsloth", lambda: StandInFastLanguageModel)
     engine = make_engine("unsloth", "tiny", device="cpu", fast_inference=False, max_batch_sequences=8)
@@ -123,7 +126,7 @@ def test_unsloth_engine_logic_on_a_stand_in(monkeypatch, arc1_train):
             engine.score(pairs, first)  # its weights were overwritten
         with pytest.raises(ValueError, match="one LoRA per model"):
             engine.train_adapter("c", pairs, TrainSettings(max_steps=0, **{**lora, "lora_rank": 4}))
-        prompt = prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer)
+        prompt = prompts.transduction_prompt(ours, task.train, task.test[0].input, engine.tokenizer).text
         (samples,) = engine.generate([prompt], Sampling(n=3, temperature=1.0, max_tokens=8, seed=0), fresh)
         assert len(samples) == 3 and all(g.n_tokens > 0 for g in samples)
     finally:

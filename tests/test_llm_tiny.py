@@ -9,6 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from arc_submit.llm import prompts, tiny
+from arc_submit.llm.recipes import recipe
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +19,10 @@ def tokenizer():
 
 def test_tokenizer_round_trips_prompts_grids_and_code(tokenizer, arc2_sample):
     task = next(iter(arc2_sample.values()))
-    texts = [prompts.transduction_text(task.train, task.test[0].input, fmt) for fmt in prompts.GRID_FORMATS]
-    texts.append(prompts.induction_answer("def transform(grid):\n\treturn [[c or 5 for c in r] for r in grid]  # ok"))
+    texts = [prompts.transduction_prompt(recipe("arc-submit", grid), task.train, task.test[0].input).messages[-1]["content"]
+             for grid in ("plain", "row_numbers", "shape_header")]
+    texts.append(prompts.induction_target(recipe("arc-submit"), "def transform(grid):\n\treturn [[c or 5 for c in r] for r in grid]  # ok",
+                                          tokenizer))
     texts.append("unicode survives: é ü 漢字 ✓")
     for text in texts:
         assert tokenizer.decode(tokenizer(text)["input_ids"]) == text

@@ -282,9 +282,12 @@ def test_votes_survive_a_scoring_phase_that_raises(tmp_path, arc1_train):
     journaled before scoring began, so the task's trained answer is in submission.json although its solver
     failed."""
     from arc_submit.llm import prompts
+    from arc_submit.llm.recipes import recipe
     from arc_submit.llm.training import count_tokens
     from arc_submit.tasks import Example, Task
     from doubles.engines import tiny_tokenizer
+
+    ours = recipe("arc-submit")
 
     grid = arc1_train["6150a2bd"].train[0].input  # the learnable task of test_transduction.py
     low, high = sorted(set(grid.flatten().tolist()))[:2]
@@ -292,7 +295,7 @@ def test_votes_survive_a_scoring_phase_that_raises(tmp_path, arc1_train):
     task = Task("c0105a9b", tuple(Example(grid, swapped) for _ in range(3)), (Example(grid, None),))
     challenges = tmp_path / "swap_challenges.json"
     challenges.write_text(json.dumps({task.id: task.to_json()}))
-    full = count_tokens(tiny_tokenizer(), prompts.transduction_prompt(task.train, grid, tokenizer=tiny_tokenizer()))
+    full = count_tokens(tiny_tokenizer(), prompts.transduction_prompt(ours, task.train, grid, tiny_tokenizer()).text)
     learn = dict(n_augmentations=1, ttt_augmentations=1, ttt_epochs=100, ttt_steps=100, learning_rate=3e-3,
                  lr_schedule="constant", lora_rank=8, lora_alpha=16, gradient_checkpointing=False,
                  max_prompt_tokens=full - 1, scorer="augmented")

@@ -278,13 +278,14 @@ def test_the_tiny_nvarc_model_trains_and_samples_in_the_hf_engine(nvarc_engine):
     on CPU): the LoRA's loss falls; every sampled id is one of the 16, and each sample's text is exactly its ids'
     characters (special tokens left out)."""
     from arc_submit.llm import Sampling, TrainSettings
+    from arc_submit.llm.engine import TrainingText
     from arc_submit.tasks import Task, load_tasks
 
     task = min(load_tasks("arc-agi-2/training").values(), key=lambda t: t.cost_estimate())
     pairs = []
     for k, held_out in enumerate(task.train):
         rest = Task(task.id, [ex for j, ex in enumerate(task.train) if j != k], [held_out])
-        pairs.append((nvarc_text(rest, 0), grid_text(held_out.output)))
+        pairs.append(TrainingText.pair(nvarc_text(rest, 0), grid_text(held_out.output) + "<|im_end|>"))
     prompt = nvarc_text(task, 0)
     assert nvarc_engine.count_tokens(prompt) == len(hand_ids(prompt))
     adapter = nvarc_engine.train_adapter("nvarc", pairs, TrainSettings(epochs=4, lora_rank=4, lora_alpha=8,
@@ -296,7 +297,7 @@ def test_the_tiny_nvarc_model_trains_and_samples_in_the_hf_engine(nvarc_engine):
     for sample in samples:
         assert sample.token_ids and set(sample.token_ids) <= set(range(16))
         assert sample.text == "".join(text_of[i] for i in sample.token_ids if i < 13)
-    score = nvarc_engine.score([(prompt, grid_text(task.test[0].output))], adapter)[0]
+    score = nvarc_engine.score([TrainingText.pair(prompt, grid_text(task.test[0].output) + "<|im_end|>")], adapter)[0]
     assert score < 0
 
 
@@ -304,7 +305,8 @@ def test_the_tiny_llama3_model_writes_headers_and_one_bos():
     """BARC's model is a Llama-3.1: system and user turns under headers, BOS once, EOS <|eot_id|>, no pad token (the
     engine pads with EOS), and colour-name grids survive the tokenizer."""
     from arc_submit.llm import TrainSettings, make_engine
-    from arc_submit.llm.training import prompt_ids, tokenize_pair
+    from arc_submit.llm.engine import TrainingText
+    from arc_submit.llm.training import prompt_ids, tokenize_text
 
     engine = make_engine("hf", "tiny-llama3", device="cpu", max_batch_sequences=8)
     try:
@@ -320,8 +322,10 @@ def test_the_tiny_llama3_model_writes_headers_and_one_bos():
         assert prompt_ids(tok, "Black")[0] == tok.bos_token_id  # plain text gets the BOS from the post-processor
         assert round_trip_problems(tok, text) == []
         assert (tok.eos_token, tok.pad_token_id) == ("<|eot_id|>", tok.eos_token_id)
-        assert tokenize_pair(tok, text, "Pink").input_ids[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
-        adapter = engine.train_adapter("barc", [(text, "Pink Orange"), (text, "Purple Brown")],
+        pair = tokenize_text(tok, TrainingText.pair(text, "Pink<|eot_id|>"))
+        assert pair.input_ids[-1] == tok.eos_token_id and pair.input_ids.count(tok.bos_token_id) == 1
+        adapter = engine.train_adapter("barc", [TrainingText.pair(text, "Pink Orange<|eot_id|>"),
+                                                TrainingText.pair(text, "Purple Brown<|eot_id|>")],
                                        TrainSettings(epochs=6, lora_rank=4, lora_alpha=8, learning_rate=1e-2,
                                                      gradient_checkpointing=False))
         assert adapter.last_loss < adapter.first_loss

@@ -11,6 +11,9 @@ import pytest
 from arc_submit.augment import Augmentation
 from arc_submit.budget import Deadline
 from arc_submit.llm import make_engine, prompts
+from arc_submit.llm.recipes import recipe
+
+OURS = recipe("arc-submit")  # our own layout, through the tiny model's chat template
 from arc_submit.llm.engine import Generation
 from arc_submit.solvers import SolverContext, TrainingNeeds, transduction
 from arc_submit.solvers.transduction import TRANSDUCTION
@@ -58,7 +61,7 @@ def test_test_time_training_learns_the_answer_the_base_model_misses(engine, cont
     task = colour_swap_task
     # Leave-one-out training prompts hold 2 examples; a context cap one token short of the 3-example test prompt
     # makes the solver drop one example there (logged), so the test prompt is the prompt trained on.
-    full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
+    full = engine.count_tokens(prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text)
     learn = dict(LEARN, max_prompt_tokens=full - 1)
 
     untrained = transduction.run(task, Deadline.in_seconds(600), context, options(**learn, ttt=False))
@@ -84,11 +87,11 @@ def test_votes_pool_across_views_through_the_inverse_augmentation(arc1_train):
     items = [(0, v, "") for v in views]
 
     def said(grid, logprob):
-        return [Generation(prompts.transduction_answer(grid), 10, True, logprob * 10)]
+        return [Generation(OURS.grid.encode(grid) + "\n\n", 10, True, logprob * 10)]
 
     wrong = np.zeros_like(truth)
     generations = [said(truth, -0.5), said(views[1].apply_grid(truth), -0.1), said(wrong, -0.01)]
-    (ranked,), parsed = transduction.vote(task, items, generations, "plain")
+    (ranked,), parsed = transduction.vote(task, items, generations, OURS)
     assert parsed == 3
     assert np.array_equal(ranked[0].grid, truth) and ranked[0].count == 2
     assert ranked[0].score == pytest.approx(-0.3)  # mean of the two samples' mean log-probabilities
@@ -108,7 +111,7 @@ def test_votes_are_emitted_before_scoring_then_the_reranking(engine, context, co
     """A two-test task with the augmented scorer: the votes are emitted (journaled, in a worker) before the first
     scoring call, so a task killed or out of memory while scoring keeps them; the re-ranked answers follow."""
     task = Task("two-tests", colour_swap_task.train, colour_swap_task.test * 2)
-    full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
+    full = engine.count_tokens(prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text)
     emitted, emitted_when_scored = [], []
 
     def score(pairs, adapter=None):
@@ -148,19 +151,19 @@ def test_augmented_scorer_ranks_the_answer_first_among_plausible_distractors(eng
     from arc_submit.solvers.common import task_rng
 
     task = colour_swap_task
-    full = engine.count_tokens(prompts.transduction_prompt(task.train, task.test[0].input, tokenizer=engine.tokenizer))
-    pairs = transduction.training_pairs(task, augmentation_set(1, task_rng(0, task.id, 1), 3), engine, "plain",
+    full = engine.count_tokens(prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text)
+    pairs = transduction.training_texts(task, augmentation_set(1, task_rng(0, task.id, 1), 3), engine, OURS,
                                         None, {})
     adapter = engine.train_adapter("scorer", pairs, TrainSettings(
         epochs=100, max_steps=100, learning_rate=3e-3, lr_schedule="constant", lora_rank=8, lora_alpha=16,
         gradient_checkpointing=False))
     try:
         views = augmentation_set(4, task_rng(0, task.id, 2), 3)
-        items = transduction.view_prompts(task, views, engine, "plain", full - 1, {})
+        items = transduction.view_prompts(task, views, engine, OURS, full - 1, {})
         truth, copy = task.test[0].output, task.test[0].input
         one_off = truth.copy()
         one_off[0, 0] = (one_off[0, 0] + 1) % 10
-        logps = transduction.augmented_logprobs(engine, items, 0, [copy, one_off, truth], adapter, "plain")
+        logps = transduction.augmented_logprobs(engine, items, 0, [copy, one_off, truth], adapter, OURS)
         assert int(np.argmax(logps)) == 2, logps
         assert len({t for t, _, _ in items}) == 1 and len(items) == 4  # every view took part
     finally:

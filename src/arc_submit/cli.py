@@ -313,7 +313,7 @@ def add_execute(sub):
     p.add_argument("--solutions", help="test outputs, to count programs that reproduce them (default: the "
                                        "sibling *_solutions.json, or the dataset's own)")
     p.add_argument("--library", help="folder of modules programs may import (BARC: the one with common.py)")
-    p.add_argument("--entry", default="transform", help="the function each program defines (BARC: main)")
+    p.add_argument("--entry", default="transform", help="the function each program defines (BARC's model writes transform; its seeds: main)")
     p.add_argument("--timeout", type=positive_float, default=1.0, help="seconds per program on all its task's inputs")
     p.add_argument("--memory-mb", type=positive_int, default=1024, help="memory a program may allocate")
     p.add_argument("--workers", type=positive_int, default=None, help="parallel workers (default: the usable CPUs)")
@@ -324,17 +324,77 @@ def cmd_execute(args) -> int:
     from .execution import ExecutionSettings
     from .program_runs import run_programs_file
 
+    from .execution import ExecutionError
+
     tasks = load_tasks(args.challenges, solutions=args.solutions)
-    settings = ExecutionSettings(entry=args.entry, library_dir=args.library, timeout_s=args.timeout,
-                                 memory_mb=args.memory_mb, workers=args.workers)
-    summary = run_programs_file(args.programs, tasks, args.out, settings)
+    try:
+        settings = ExecutionSettings(entry=args.entry, library_dir=args.library, timeout_s=args.timeout,
+                                     memory_mb=args.memory_mb, workers=args.workers)
+        summary = run_programs_file(args.programs, tasks, args.out, settings)
+    except (ValueError, ExecutionError) as e:  # a missing or broken --library, named with the fix
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     for line in summary.lines():
         print(line)
     print(f"results: {args.out}")
     return EXIT_OK
 
 
+def add_prompt(sub):
+    from .llm.recipes import RECIPES
+
+    p = sub.add_parser("prompt", help="show exactly what the engine gets for one test input of a task, under a recipe")
+    p.add_argument("--preset", required=True, help=f"a recipe: {', '.join(RECIPES)}, or module:attribute")
+    p.add_argument("--challenges", required=True, help=SOURCE_HELP)
+    p.add_argument("--task", required=True, help="the task id")
+    p.add_argument("--test-index", type=int, default=0, help="which test input (0-based; default 0)")
+    p.add_argument("--model", help="a model folder, or a folder holding only its tokenizer files: the tokenizer "
+                                   "decides the ids, the end-of-sequence token and the chat template")
+    p.add_argument("--solver", choices=("transduction", "induction"),
+                   help="whose prompt (default: the recipe's own; transduction when it has both)")
+    p.add_argument("--json", action="store_true", help="one JSON object: messages, text, ids")
+
+
+def cmd_prompt(args) -> int:
+    import json
+
+    from .llm.recipes import recipe
+    from .prompt_view import prompt_view
+
+    try:
+        r = recipe(args.preset)
+    except ValueError as e:
+        print(f"error: --preset: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    tasks = load_tasks(args.challenges)
+    if args.task not in tasks:
+        print(f"error: --task {args.task!r} is not in {args.challenges} ({len(tasks)} tasks; `arc-submit tasks "
+              f"{args.challenges}` summarises them)", file=sys.stderr)
+        return EXIT_FAILED
+    tokenizer = None
+    if args.model:
+        from .llm.tiny import resolve_model
+        from .llm.tokenizers import load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(resolve_model(args.model))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: --model: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        view = prompt_view(r, tasks[args.task], args.test_index, tokenizer, args.solver)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(view.as_json(), ensure_ascii=False))
+    else:
+        print("\n".join(view.lines()))
+    return EXIT_OK
+
+
 COMMANDS = {
+    "prompt": (add_prompt, cmd_prompt),
     "run": (add_run, cmd_run),
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),

@@ -66,8 +66,13 @@ class ExecutionError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    entry: str = "transform"  # the function each program defines: "transform" or BARC's "main"
+    # The function each program defines: "transform" (what BARC's published induction models write: their
+    # training data renamed the seeds' "main"), or "main" for programs in the style of BARC's seeds.
+    entry: str = "transform"
     library_dir: str | None = None  # a folder whose modules programs may import (BARC: the one with common.py)
+    # Complete a library's Color class with the other name of each renamed colour (sandbox.COLOUR_ALIASES:
+    # PURPLE/TEAL, BROWN/MAROON, GRAY/GREY), so BARC's model's Color.PURPLE runs against BARC's common.py.
+    colour_aliases: bool = True
     timeout_s: float = 1.0  # wall clock per program run (all inputs of the task together)
     memory_mb: int = 1024  # address space a program may add to the warm zygote's
     workers: int | None = None  # default: the CPUs this process may use
@@ -75,8 +80,33 @@ class ExecutionSettings:
     programs_per_process: int = 32  # programs a forked runner may run before it is replaced (1: a fork each)
     queue_depth: int = 2  # jobs sent ahead to each zygote so it never waits for the caller
 
+    def __post_init__(self):
+        # Checked here, so the preflight (it builds every solver's options) fails a run whose library is missing
+        # or one folder off, rather than every program of a 12-hour run failing to import it.
+        problem = library_dir_problem(self.library_dir) if self.library_dir else None
+        if problem:
+            raise ValueError(f"option library_dir={self.library_dir!r}: {problem}")
+
     def resolved_workers(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
+
+
+def library_dir_problem(path: str) -> str | None:
+    """Why programs could not import modules from the folder `path`, with the fix; None when it holds one."""
+    folder = Path(path)
+    if not folder.exists():
+        return "no such folder; give the folder holding the modules programs import (BARC: the one with common.py)"
+    if not folder.is_dir():
+        return "a file, not a folder; give the folder that holds it"
+    try:
+        if any(p.suffix == ".py" for p in folder.iterdir()):
+            return None
+        nested = sorted(folder.glob("*/common.py")) + sorted(folder.glob("*/*/common.py"))
+    except OSError as e:
+        return f"cannot be read ({e.strerror}); give a folder this run may read"
+    # A Kaggle dataset uploaded as a folder mounts one level further down than people expect.
+    hint = f"; there is a common.py in {nested[0].parent}: give that folder" if nested else ""
+    return f"holds no Python module (*.py) at its top level, so `from common import *` would fail{hint}"
 
 
 @dataclass(frozen=True)
@@ -205,10 +235,7 @@ class Executor:
     """A pool of warm zygotes; reuse one across tasks (starting it costs ~0.2 s per worker)."""
 
     def __init__(self, settings: ExecutionSettings | None = None, **overrides):
-        self.settings = replace(settings or ExecutionSettings(), **overrides)
-        if self.settings.library_dir and not Path(self.settings.library_dir, ).is_dir():
-            raise ExecutionError(f"library dir {self.settings.library_dir}: no such folder; pass the folder "
-                                 f"holding the modules programs import (for BARC, the one with common.py)")
+        self.settings = replace(settings or ExecutionSettings(), **overrides)  # checks library_dir
         self._scratch_root = tempfile.mkdtemp(prefix="arc-exec-")
         self._env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                          PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0", HOME=self._scratch_root,
@@ -225,7 +252,7 @@ class Executor:
         scratch = os.path.join(self._scratch_root, f"worker{slot}-{time.monotonic_ns()}")
         return _Zygote({"entry": s.entry, "library_dir": str(Path(s.library_dir).resolve()) if s.library_dir
                         else None, "timeout_s": float(s.timeout_s), "memory_mb": int(s.memory_mb),
-                        "landlock": s.landlock,
+                        "landlock": s.landlock, "colour_aliases": s.colour_aliases,
                         "programs_per_process": max(1, int(s.programs_per_process)), "scratch_dir": scratch}, self._env)
 
     def __enter__(self) -> "Executor":
@@ -351,6 +378,9 @@ class Executor:
                         self.sandboxed = bool(message[1])
                         log.info("%d workers up; Landlock confinement: %s", len(self._zygotes),
                                  "on" if self.sandboxed else "off (kernel lacks it or disabled)")
+                        for module, names in message[2].items():
+                            log.info("%s: Color given the aliases %s (BARC's renamed colours)", module,
+                                     ", ".join(names))
                 elif message[0] == "error":
                     self.close()
                     raise ExecutionError(f"workers cannot start: {message[1]} (while importing the library in "

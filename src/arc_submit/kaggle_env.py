@@ -198,7 +198,7 @@ def safety_margin_s(time_limit_s: float, margin_minutes: float) -> float:
 def notebook_config(*, dry_run: bool | None = None, challenges: str | None = None, out_dir: str | None = None,
                     n_tasks: int | None = 8, time_limit_hours: float = 12.0, dry_run_minutes: float = 4.0,
                     safety_margin_minutes: float = 30.0, started_at: float | None = None,
-                    config_yaml: str | None = None, prompt_preset: str | None = None, **overrides) -> RunConfig:
+                    config_yaml: str | None = None, recipe: str | None = None, **overrides) -> RunConfig:
     """The notebook's parameters -> a validated RunConfig, deciding dry run and data paths from where it runs.
 
     dry_run None means: dry unless this is Kaggle's scoring rerun. A dry run takes the first n_tasks of an
@@ -237,9 +237,9 @@ def notebook_config(*, dry_run: bool | None = None, challenges: str | None = Non
         limit_s = time_limit_hours * 3600
     params.update(time_limit_s=limit_s, safety_margin_s=safety_margin_s(limit_s, safety_margin_minutes))
     config = load_config(config_yaml, **params)
-    if prompt_preset:  # every LLM solver of the chain speaks the model's prompt format
+    if recipe:  # every LLM solver of the chain feeds the model its own format (llm/recipes.py)
         for spec in config.solvers:
-            spec.options.setdefault("prompt_format", prompt_preset)
+            spec.options.setdefault("recipe", recipe)
         config.validate()
     log.info("%s run: %s, %s tasks, limit %.0f s (margin %.0f s), out %s", "dry" if dry_run else "FULL",
              config.challenges, config.n_tasks or "all", config.time_limit_s, config.safety_margin_s, config.out_dir)

@@ -4,7 +4,8 @@ worth more than none).
 
 Checked: the challenges load; the model folder is a model (config, weights, tokenizer); the engine's package
 imports; every engine option is a field of ModelSettings or of the engine's own settings and every vllm_options key an argument of the installed
-vLLM; every solver option is one its solver knows; icecuber's options exist and its build answers a real task.
+vLLM; every solver option is one its solver knows; each LLM solver's recipe survives the model's tokenizer on a real
+task, and its LoRA can be served by the engine; icecuber's options exist and its build answers a real task.
 """
 
 from __future__ import annotations
@@ -103,6 +104,105 @@ def check_solver(config: RunConfig) -> list[str]:
     return problems
 
 
+def check_recipes(config: RunConfig) -> list[str]:
+    """Each LLM solver's recipe, with the model's own tokenizer: one rendered prompt and one training text of a real
+    task survive tokenisation (no error, no unknown token, decoded back unchanged); its LoRA can be served by the
+    engine. A model fed text it cannot encode would score near zero for twelve hours."""
+    if config.engine.kind == "none":
+        return []
+    from .solvers import resolve_solver
+
+    links = []
+    for spec in config.solvers:
+        try:
+            options = resolve_solver(spec.name).make_options(spec.options)
+        except (ImportError, ValueError):
+            continue  # check_solver reports it
+        if hasattr(options, "prompt"):
+            links.append((spec.name, options))
+    if not links:
+        return []
+    problems = _lora_serving_problems(config, links)
+    tokenizer, problem = _model_tokenizer(config.engine.model)
+    if problem:
+        return problems + [problem]
+    task = _first_task(config)
+    if task is None:
+        return problems  # check_challenges reports it
+    for name, options in links:
+        problems += _round_trip(name, options, task, tokenizer, config.engine.model)
+    return problems
+
+
+def _lora_serving_problems(config: RunConfig, links) -> list[str]:
+    from .llm.engine import engine_settings
+    from .llm.engine_parts import vllm_lora_problem
+
+    kind = config.engine.kind
+    try:
+        _, settings = engine_settings(kind, config.engine.model, **config.engine.options)
+    except (TypeError, ValueError):
+        return []  # check_engine reports it
+    served_by_vllm = kind == "vllm" or (kind == "unsloth" and settings.fast_inference)
+    if not served_by_vllm:
+        return []
+    out = []
+    for name, options in links:
+        train = options.train_settings()
+        problem = vllm_lora_problem(train.target_modules, train.lora_rank, settings.max_lora_rank, kind)
+        if problem:
+            out.append(f"solver {name} (recipe {options.prompt.resolved().name}): {problem}")
+    return out
+
+
+def _model_tokenizer(model: str):
+    from .llm.tiny import resolve_model
+    from .llm.tokenizers import load_tokenizer
+
+    try:
+        return load_tokenizer(resolve_model(model)), None
+    except (FileNotFoundError, ValueError) as e:
+        return None, f"engine.model {model}: the tokenizer does not load: {e}"
+
+
+def _first_task(config: RunConfig):
+    from .tasks import TaskFormatError, load_tasks
+
+    try:
+        tasks = load_tasks(config.challenges, config.solutions, skip_invalid=config.skip_invalid, limit=1)
+    except (TaskFormatError, OSError, ValueError):
+        return None
+    return next(iter(tasks.values()), None)
+
+
+def _round_trip(name: str, options, task, tokenizer, model: str) -> list[str]:
+    from .llm import prompts
+    from .llm.tokenizers import round_trip_problems
+    from .solvers.induction import SOLVER as INDUCTION
+
+    r = options.prompt.resolved()
+    kind = INDUCTION if r.transduction is None or name == INDUCTION else "transduction"
+    try:
+        if kind == "transduction":
+            texts = {"prompt": prompts.transduction_prompt(r, task.train, task.test[0].input, tokenizer).text}
+            if r.ttt_layout == "full_sequence":
+                texts["training text"] = "".join(t for t, _ in prompts.full_sequence_text(r, task.train, tokenizer).segments)
+            else:
+                texts["training target"] = prompts.transduction_target(r, task.train[0].output, tokenizer)
+        else:
+            texts = {"prompt": prompts.induction_prompt(r, task.train, [task.test[0].input], tokenizer).text,
+                     "training target": prompts.induction_target(r, "def transform(grid):\n    return grid", tokenizer)}
+    except prompts.RecipeError as e:
+        return [f"solver {name}: {e} (model {model})"]
+    out = []
+    for what, text in texts.items():
+        for problem in round_trip_problems(tokenizer, text):
+            out.append(f"solver {name}: recipe {r.name}'s {what} for task {task.id} does not survive the tokenizer of "
+                       f"{model}: {problem}. Use the recipe this model was trained with, or give the model's own "
+                       f"tokenizer files")
+    return out
+
+
 def check_icecuber(config: RunConfig) -> list[str]:
     """The options exist and the build answers a real task in a scratch folder (depth 1: a second or two)."""
     if config.icecuber.dir is None:
@@ -153,7 +253,7 @@ def preflight(config: RunConfig, strict: bool) -> list[str]:
     t0 = time.time()
     problems = []
     for check in (check_challenges, lambda c: check_model_folder(c.engine.model) if c.engine.kind != "none" else [],
-                  check_engine, check_solver, check_icecuber):
+                  check_engine, check_solver, check_recipes, check_icecuber):
         try:
             problems += check(config)
         except Exception as e:  # a check that breaks is itself a finding, never a reason to skip the others

@@ -45,6 +45,17 @@ FILE_SIZE_LIMIT = 64 << 20
 # Imported once in the zygote: what run_program needs plus what generated programs commonly import.
 WARM_MODULES = ("numpy", "numpy.random", "random", "collections", "itertools", "functools", "math", "copy",
                 "typing", "dataclasses", "enum", "heapq", "builtins")
+# Warmed when installed (a base dependency, but an environment may lack it): BARC's common.py imports
+# scipy.ndimage inside its helpers, so otherwise every fresh runner pays ~0.15 s (and address space counted
+# against the program's memory_mb) the first time a program finds connected components. Measured on the 2-core
+# dev machine, 64 runs of tests/data/barc_programs/b2862040.py: 0.60 s -> 0.15 s with runners reused, 10.4 s ->
+# 0.5 s with a fresh fork each; a zygote starts ~0.13 s later.
+OPTIONAL_WARM_MODULES = ("scipy.ndimage",)
+# BARC's induction model was trained on programs whose colour names were rewritten (xu3kev/BARC,
+# finetune/alignment-handbook/gen_dataset_both.py: Teal -> Purple, Maroon -> Brown, Grey -> Gray, in the grids
+# and in the code), so it writes Color.PURPLE and Color.BROWN; BARC's own seeds/common.py defines only TEAL and
+# MAROON, and every such program would die with AttributeError. Each pair is one colour's two names.
+COLOUR_ALIASES = (("PURPLE", "TEAL"), ("BROWN", "MAROON"), ("GRAY", "GREY"))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
@@ -383,15 +394,42 @@ def _address_space_limit(memory_mb: int) -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") + memory_mb * (1 << 20)
 
 
-def _preload_library(library_dir: str | None) -> None:
+def add_colour_aliases(colour_class) -> list[str]:
+    """Give a library's Color class the missing name of each COLOUR_ALIASES pair (TEAL -> PURPLE as well as
+    PURPLE -> TEAL), in memory only: the user's file is never touched. Returns the names added. A pair the class
+    has both or neither names of is left as written, so a library that means something else by PURPLE keeps it."""
+    added = []
+    for first, second in COLOUR_ALIASES:
+        has_first, has_second = hasattr(colour_class, first), hasattr(colour_class, second)
+        if has_first == has_second:
+            continue
+        missing, present = (second, first) if has_first else (first, second)
+        try:
+            setattr(colour_class, missing, getattr(colour_class, present))
+        except (AttributeError, TypeError):  # a class that refuses new attributes: programs see it as written
+            continue
+        added.append(missing)
+    return added
+
+
+def _preload_library(library_dir: str | None, colour_aliases: bool) -> dict[str, list[str]]:
+    """Import every top-level module of the library once (runners fork with them loaded); with colour_aliases,
+    complete the Color class of each module that has one. Returns {module: aliases added}, for the caller's log."""
     import importlib
 
+    added: dict[str, list[str]] = {}
     if not library_dir:
-        return
+        return added
     sys.path.insert(0, library_dir)
     for name in sorted(os.listdir(library_dir)):
         if name.endswith(".py") and not name.startswith("_"):
-            importlib.import_module(name[:-3])
+            module = importlib.import_module(name[:-3])
+            colour_class = getattr(module, "Color", None)
+            if colour_aliases and isinstance(colour_class, type):
+                names = add_colour_aliases(colour_class)
+                if names:
+                    added[name] = names
+    return added
 
 
 def zygote_main(fd: int) -> None:
@@ -409,7 +447,12 @@ def zygote_main(fd: int) -> None:
 
         for name in WARM_MODULES:  # a child that imports one of these pays nothing; numpy.random alone is ~15 ms
             importlib.import_module(name)
-        _preload_library(settings["library_dir"])
+        for name in OPTIONAL_WARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # a program that needs it gets the ModuleNotFoundError itself
+                pass
+        aliases = _preload_library(settings["library_dir"], settings["colour_aliases"])
     except BaseException as e:  # report a broken library to the caller rather than dying silently
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
@@ -417,7 +460,7 @@ def zygote_main(fd: int) -> None:
     os.makedirs(settings["scratch_dir"], exist_ok=True)
     settings["address_space_limit"] = _address_space_limit(settings["memory_mb"])
     ruleset_fd = make_landlock_ruleset(settings["scratch_dir"]) if settings["landlock"] else None
-    conn.send(("ready", ruleset_fd is not None))
+    conn.send(("ready", ruleset_fd is not None, aliases))
     input_sets: dict[int, list] = {}
     runner: Runner | None = None
     while True:

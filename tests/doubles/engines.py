@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from arc_submit.llm.engine import Adapter, Generation, ModelSettings, Sampling, TrainSettings
-from arc_submit.llm.prompts import induction_answer
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +61,7 @@ class ScriptedProgramEngine:
             self.prompts_seen.append(prompt)
             texts = [script[(self.written + k) % len(script)] for k in range(sampling.n)]
             self.written += sampling.n
-            out.append([Generation(induction_answer(text), 50, True) for text in texts])
+            out.append([Generation(f"```python\n{text.strip()}\n```\n", 50, True) for text in texts])
         return out
 
     def train_adapter(self, name: str, examples, settings: TrainSettings, deadline=None) -> Adapter:

@@ -70,6 +70,25 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class TrainingText:
+    """One training sequence: its text in segments, in order, each carrying the loss or not.
+
+    A leave-one-out pair is `TrainingText.pair(prompt, completion)` (the completion ends with its end-of-sequence
+    token, as text); a task as one sequence (NVARC, the ARChitects) alternates untrained inputs and trained outputs.
+    Each segment is tokenised on its own, as the prompt is at generation time, and the pieces joined.
+    """
+    segments: tuple[tuple[str, bool], ...]
+
+    @classmethod
+    def pair(cls, prompt: str, completion: str) -> "TrainingText":
+        return cls(((prompt, False), (completion, True)))
+
+    def __post_init__(self):
+        if not any(trained for _, trained in self.segments):
+            raise ValueError("TrainingText: no segment carries the loss")
+
+
+@dataclass(frozen=True)
 class TrainSettings:
     """Per-task LoRA training. Memory on small GPUs: batch 1 + accumulation, gradient checkpointing, max_seq_len.
 
@@ -86,6 +105,7 @@ class TrainSettings:
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.0
+    use_rslora: bool = False  # scale alpha / sqrt(rank) (rsLoRA, as NVARC and the ARChitects trained)
     target_modules: tuple[str, ...] = LLAMA_LINEAR_MODULES
     batch_size: int = 1  # sequences per forward pass; 1 keeps activation memory at one sequence
     grad_accumulation: int = 1  # forward passes per optimizer step
@@ -231,7 +251,7 @@ class Engine(Protocol):
     """One resident model per process (per GPU); per-task adapters on top of it."""
 
     name: str  # "hf", "vllm", "unsloth"
-    tokenizer: object  # a transformers tokenizer (prompts.apply_chat uses its chat template)
+    tokenizer: object  # a transformers tokenizer: its chat template and end token render the recipe's prompts
     model_settings: ModelSettings  # what was loaded, and how (solvers read max_model_len: the context length)
     # True when a prompt is processed again for every sample it is asked for (transformers' num_return_sequences:
     # the hf engine, and unsloth without fast_inference), so a call's prompt cost grows with n. The sampler's speed
@@ -243,13 +263,14 @@ class Engine(Protocol):
         """For each prompt, `sampling.n` samples, in prompt order."""
         ...
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
-        """Sum of log p(completion tokens | prompt) for each (prompt, completion): ranks candidate answers."""
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
+        """Sum of log p over each text's trained segments given what precedes them: for
+        TrainingText.pair(prompt, answer), log p(answer | prompt), its end token included; ranks candidate answers."""
         ...
 
-    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+    def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,
                       deadline: Deadline | None = None) -> Adapter:
-        """A fresh LoRA named `name` trained on (prompt, completion) pairs, loss on the completion only.
+        """A fresh LoRA named `name` trained on the examples, loss on their trained segments only.
 
         Stops cleanly at the deadline and returns what it trained (possibly 0 steps). A name in use is
         replaced. Raises ValueError (naming the adapter) when no example fits max_seq_len.

@@ -20,6 +20,24 @@ def check_adapter_name(name: str) -> str:
     return name
 
 
+# LoRA on the token embeddings / LM head (NVARC and the ARChitects trained them): peft trains them, vLLM does not
+# serve them (its LoRA loader rejects such weights for Qwen models: vllm-project/vllm issue 32599, PR 33234 open).
+UNSERVED_BY_VLLM = ("embed_tokens", "lm_head")
+
+
+def vllm_lora_problem(target_modules, lora_rank: int, max_lora_rank: int, engine: str = "vllm") -> str | None:
+    """Why vLLM (the vllm engine, or unsloth's fast_inference) cannot serve this adapter, or None."""
+    unserved = [m for m in target_modules if m in UNSERVED_BY_VLLM]
+    if unserved:
+        return (f"engine {engine}: LoRA on {', '.join(unserved)} cannot be served by vLLM (its LoRA loader has no "
+                f"embedding or LM-head adapters for these models); use engine hf (or unsloth with fast_inference: "
+                f"false), or leave {', '.join(unserved)} out of target_modules")
+    if lora_rank > max_lora_rank:
+        return (f"engine {engine}: lora_rank {lora_rank} exceeds the engine's max_lora_rank {max_lora_rank}; raise "
+                f"max_lora_rank in the engine options (vLLM sizes its LoRA buffers by it) or lower lora_rank")
+    return None
+
+
 def handle_name(adapter: Adapter | str) -> str:
     """delete_adapter takes a handle or its name."""
     return adapter if isinstance(adapter, str) else adapter.name

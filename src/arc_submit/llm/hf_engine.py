@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, apply_memory_environment
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
+                     apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .hf_sampler import HFSampler
 from .tiny import resolve_model
 from .tokenizers import load_tokenizer
-from .training import count_tokens, run_training, tokenize_pair
+from .training import count_tokens, run_training, tokenize_text
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class HFEngine:
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
         self.life.check_open()
         model, ctx = self._active(adapter)
@@ -130,7 +131,8 @@ class HFEngine:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                            target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+                            target_modules=list(settings.target_modules), use_rslora=settings.use_rslora, bias="none",
+                            task_type="CAUSAL_LM")
         torch.manual_seed(settings.seed)  # LoRA A's init, and dropout, repeat for the same seed
         if settings.base_adapter:
             self._load_base_adapter(name, settings.base_adapter)
@@ -159,13 +161,13 @@ class HFEngine:
             self.peft_model.set_adapter(name)
         set_peft_model_state_dict(self.peft_model, load_peft_weights(path, device=str(self.device)), adapter_name=name)
 
-    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+    def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,
                       deadline: Deadline | None = None) -> Adapter:
         check_adapter_name(name)
         t0 = time.time()
         self.life.check_open()
         self.delete_adapter(name)
-        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in examples]
+        tokenized = [tokenize_text(self.tokenizer, t) for t in examples]
         fitting = [t for t in tokenized if len(t.input_ids) <= settings.max_seq_len]
         dropped = len(tokenized) - len(fitting)
         if not fitting:

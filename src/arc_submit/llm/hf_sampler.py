@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .engine import Generation, Sampling
-from .training import TokenizedPair, completion_logprobs, prompt_ids, tokenize_pair
+from .engine import TrainingText
+from .training import TokenizedText, completion_logprobs, prompt_ids, tokenize_text
 
 LOGIT_BUDGET = 2 ** 27  # logits (tokens × vocabulary) one scoring batch may hold: 0.5 GiB in fp32
 
@@ -100,33 +101,37 @@ class HFSampler:
                     text, finished = text[:text.index(stop)], True
             samples.append((tokens, text, finished))
         logprobs = [None] * len(samples)
-        if sampling.logprobs:
-            pairs = [TokenizedPair(encoded[k // per_prompt] + s[0], len(encoded[k // per_prompt]))
-                     for k, s in enumerate(samples)]
-            logprobs = self.logprob_sums(model, pairs)
+        if sampling.logprobs:  # a sample of no tokens (all padding) has no log-probability to sum
+            scored = [k for k, (tokens, _, _) in enumerate(samples) if tokens]
+            prompt_of = [encoded[k // per_prompt] for k in scored]
+            sums = self.logprob_sums(model, [TokenizedText(p + samples[k][0], [False] * len(p) + [True] * len(samples[k][0]))
+                                             for k, p in zip(scored, prompt_of)])
+            for k, total in zip(scored, sums):
+                logprobs[k] = total
         for k, (tokens, text, finished) in enumerate(samples):
             results[batch[k // per_prompt][0]].append(Generation(text, len(tokens), finished, logprobs[k], tuple(tokens)))
 
-    def score(self, model, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
+    def score(self, model, pairs: Sequence[TrainingText]) -> list[float]:
+        """Sum of log p over each text's trained segments (an answer's end token included: it penalises an answer
+        that should go on)."""
         import torch
 
         with torch.inference_mode():
-            return self.logprob_sums(model, [tokenize_pair(self.tokenizer, p, c) for p, c in pairs])
+            return self.logprob_sums(model, [tokenize_text(self.tokenizer, t) for t in pairs])
 
-    def logprob_sums(self, model, pairs: list[TokenizedPair]) -> list[float]:
+    def logprob_sums(self, model, pairs: list[TokenizedText]) -> list[float]:
         """Teacher-forced log-probabilities of given token sequences, in batches (raw model distribution).
 
         A batch's logits span every sequence's completion (from the shortest prompt to the longest sequence)
         times the vocabulary, in fp32 for the log-softmax: 64 scoring pairs with a 150k vocabulary asked for 32 GiB
         on an H100 once. So pairs go in length order and a batch holds at most LOGIT_BUDGET logits."""
         vocab = int(getattr(model.config, "vocab_size", 0) or len(self.tokenizer))
-        order = sorted(range(len(pairs)), key=lambda i: (pairs[i].n_prompt, len(pairs[i].input_ids)))
+        order = sorted(range(len(pairs)), key=lambda i: (pairs[i].first_trained, len(pairs[i].input_ids)))
         out: dict[int, float] = {}
         batch: list[int] = []
 
         def span(members) -> int:
-            return max(len(pairs[i].input_ids) for i in members) - min(pairs[i].n_prompt for i in members) + 1
+            return max(len(pairs[i].input_ids) for i in members) - min(pairs[i].first_trained for i in members) + 1
 
         def flush():
             if batch:

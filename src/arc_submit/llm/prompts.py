@@ -1,228 +1,226 @@
-"""Grids as text and back, and the prompts the solvers send: "output grid from examples" (transduction) and
-"write a program" (induction).
+"""What the engine gets and what the model is trained on, rendered from a recipe (`recipes.py`).
 
-Encodings (`GRID_FORMATS`), each with an exact inverse in `parse_grid`:
-- plain:        one line per row, one digit per cell          "012\n340"
-- row_numbers:  each row prefixed with its 1-based number     "1 012\n2 340"
-- shape_header: "<rows>x<cols>" line, then the plain rows      "2x3\n012\n340"
+- prompts: `transduction_prompt` (the model writes the test output grid) and `induction_prompt` (it writes a
+  program), each a `Rendered`: the chat messages (None for a plain-text recipe) and the text the engine tokenises;
+- training targets: `transduction_target` / `induction_target`, the completion that follows a prompt (what is left
+  of the answer after the prefill, the answer suffix, the end-of-sequence token as text);
+- the full-sequence training text of a task (`full_sequence_text`): every train example in one sequence, loss on
+  every output;
+- reading answers back: `grid_from_completion`, `code_from_completion` (the continuation after the prefill).
 
-Parsing model output never raises: malformed text (ragged rows, a non-digit, a wrong row number, a header
-that disagrees with the rows, a side over 30) gives None, and the solver moves on to the next sample.
-
-A model fine-tuned elsewhere expects its own prompts: every piece of text a prompt is made of comes from a
-`PromptFormat` (data: instruction, example and test layouts, grid encoding, system message, chat template on or
-off). Presets are in PROMPT_PRESETS ("arc-submit" is the layout below); solvers take `prompt_format`: a preset
-name, a dict of fields (with an optional "preset" to start from), or "module:attribute" naming a PromptFormat.
-Wherever a function takes `fmt`, a grid-format name means the "arc-submit" layout with that grid encoding.
+Every function that renders text takes the model's tokenizer: it decides the chat template and the
+end-of-sequence token. Without one, `Rendered.text` is None where the text depends on it.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from dataclasses import dataclass, fields, replace
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
+from ..tasks import Example, Grid
+from .engine import TrainingText
+from .recipes import EOS, Layout, Recipe
 
-from ..tasks import MAX_SIDE, Example, Grid
-
-GRID_FORMATS = ("plain", "row_numbers", "shape_header")
-
-
-def encode_grid(grid: Grid, fmt: str = "plain") -> str:
-    g = np.asarray(grid)
-    rows = ["".join(str(int(c)) for c in row) for row in g]
-    if fmt == "plain":
-        return "\n".join(rows)
-    if fmt == "row_numbers":
-        return "\n".join(f"{i + 1} {row}" for i, row in enumerate(rows))
-    if fmt == "shape_header":
-        return f"{g.shape[0]}x{g.shape[1]}\n" + "\n".join(rows)
-    raise ValueError(f"unknown grid format {fmt!r}; use one of {', '.join(GRID_FORMATS)}")
-
-
-_HEADER = re.compile(r"^(\d+)x(\d+)$")
-_NUMBERED_ROW = re.compile(r"^(\d+) ([0-9]+)$")
-
-
-def parse_grid(text: str, fmt: str = "plain") -> Grid | None:
-    """The grid a text encodes, or None when the text is not a valid grid in `fmt`.
-
-    Leading/trailing blank lines and trailing spaces are tolerated (models emit them); anything after the grid
-    must already have been cut off by the caller (see `grid_from_completion`).
-    """
-    if fmt not in GRID_FORMATS:
-        raise ValueError(f"unknown grid format {fmt!r}; use one of {', '.join(GRID_FORMATS)}")
-    lines = [line.rstrip() for line in text.strip("\n").split("\n")]
-    if fmt == "shape_header":
-        if not lines or not (m := _HEADER.match(lines[0])):
-            return None
-        shape = (int(m.group(1)), int(m.group(2)))
-        lines = lines[1:]
-    if fmt == "row_numbers":
-        stripped = []
-        for i, line in enumerate(lines):
-            m = _NUMBERED_ROW.match(line)
-            if not m or int(m.group(1)) != i + 1:
-                return None
-            stripped.append(m.group(2))
-        lines = stripped
-    if not lines or not all(line and line.isdigit() and line.isascii() for line in lines):
-        return None
-    width = len(lines[0])
-    if any(len(line) != width for line in lines) or len(lines) > MAX_SIDE or width > MAX_SIDE:
-        return None
-    grid = np.array([[int(c) for c in line] for line in lines], dtype=np.int8)
-    if fmt == "shape_header" and grid.shape != shape:
-        return None
-    return grid
-
-
-def grid_from_completion(text: str, fmt="plain") -> Grid | None:
-    """A model's answer -> grid: the text up to the first blank line (or end), parsed; None if malformed."""
-    body = text.lstrip("\n").split("\n\n", 1)[0]
-    return parse_grid(body, _pf(fmt).grid)
-
-
-# --- prompt formats ------------------------------------------------------------------------------------------
-
-TRANSDUCTION_INSTRUCTION = ("Find the rule that maps each input grid to its output grid in the examples, "
-                            "then apply it to the test input and write the test output grid.")
-INDUCTION_INSTRUCTION = ("Write a Python function `transform(grid)` that maps each input grid to its output "
-                         "grid in the examples. A grid is a list of rows; each row is a list of integers 0-9. "
-                         "Answer with one ```python code block.")
+Message = dict  # {"role": ..., "content": ...}
 
 
 @dataclass(frozen=True)
-class PromptFormat:
-    """Every piece of text a prompt is made of. Layouts use {n} (1-based example number), {input}, {output}."""
-    grid: str = "plain"  # one of GRID_FORMATS
-    transduction_instruction: str = TRANSDUCTION_INSTRUCTION  # "" for none
-    induction_instruction: str = INDUCTION_INSTRUCTION
-    example: str = "Example {n}\ninput:\n{input}\noutput:\n{output}"
-    separator: str = "\n\n"  # between the instruction, the examples and the test
-    test: str = "Test\ninput:\n{input}\noutput:\n"  # the answer grid follows it
-    induction_test: str = "Test input {n}:\n{input}"
-    system: str | None = None  # a system message, where the chat template has one
-    chat: bool = True  # wrap in the tokenizer's chat template when it has one
-
-    def __post_init__(self):
-        if self.grid not in GRID_FORMATS:
-            raise ValueError(f"prompt format: grid {self.grid!r}; use one of {', '.join(GRID_FORMATS)}")
-        for name in ("example", "test", "induction_test"):
-            try:
-                getattr(self, name).format(n=1, input="", output="")
-            except (KeyError, IndexError, ValueError) as e:
-                raise ValueError(f"prompt format: {name} {getattr(self, name)!r} uses an unknown placeholder "
-                                 f"({e}); use {{n}}, {{input}}, {{output}}") from None
+class Rendered:
+    messages: list[Message] | None  # the chat messages; None for a plain-text recipe
+    text: str | None  # the string the engine tokenises; None when that needs a tokenizer and none was given
 
 
-PROMPT_PRESETS = MappingProxyType({
-    "arc-submit": PromptFormat(),
-    "arc-submit-numbered": PromptFormat(grid="row_numbers"),
-    # Short, instruction-free, as models fine-tuned on bare ARC text often expect.
-    "compact": PromptFormat(transduction_instruction="", induction_instruction="", example="I\n{input}\nO\n{output}",
-                            separator="\n", test="I\n{input}\nO\n", induction_test="T\n{input}"),
-})
+class RecipeError(ValueError):
+    """The recipe cannot be rendered with this tokenizer (no chat template, no end-of-sequence token)."""
 
 
-def prompt_format(value=None, grid: str | None = None) -> PromptFormat:
-    """A PromptFormat from a preset name, a dict of fields (optional "preset" to start from), "module:attribute",
-    or a PromptFormat; `grid`, when given, replaces its grid encoding. Errors name the choices."""
-    if value is None or isinstance(value, PromptFormat):
-        pf = value or PROMPT_PRESETS["arc-submit"]
-    elif isinstance(value, str) and value in PROMPT_PRESETS:
-        pf = PROMPT_PRESETS[value]
-    elif isinstance(value, str) and ":" in value:
-        module, attr = value.split(":", 1)
-        pf = getattr(importlib.import_module(module), attr)
-        if not isinstance(pf, PromptFormat):
-            raise ValueError(f"prompt_format {value!r} is a {type(pf).__name__}, not a PromptFormat")
-    elif isinstance(value, dict):
-        fields_known = {f.name for f in fields(PromptFormat)}
-        unknown = sorted(set(value) - fields_known - {"preset"})
-        if unknown:
-            raise ValueError(f"prompt_format: unknown field(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(fields_known | {'preset'}))}")
-        base = prompt_format(value.get("preset", "arc-submit"))
-        pf = replace(base, **{k: v for k, v in value.items() if k != "preset"})
-    else:
-        raise ValueError(f"prompt_format {value!r}: use one of {', '.join(PROMPT_PRESETS)}, a dict of fields, "
-                         f"or module:attribute")
-    return replace(pf, grid=grid) if grid else pf
+# --- building blocks --------------------------------------------------------------------------------------------
+
+def _grid(r: Recipe, grid: Grid) -> str:
+    return r.grid.encode(grid)
 
 
-def _pf(fmt) -> PromptFormat:
-    return fmt if isinstance(fmt, PromptFormat) else PromptFormat(grid=fmt)
+def end_of_answer(r: Recipe, tokenizer) -> str | None:
+    """What ends an answer, as text: the literal turn's end for chat "turns" (NVARC's <|im_end|>), else the
+    tokenizer's end-of-sequence token (the end-of-turn token of a chat model). None: it needs a tokenizer."""
+    if r.chat == "turns":
+        return r.turn.split("{content}", 1)[1].format(role="assistant")
+    if tokenizer is None:
+        return None
+    eos = getattr(tokenizer, "eos_token", None)
+    if not eos:
+        raise RecipeError(f"recipe {r.name}: the tokenizer has no eos_token, so an answer cannot end; set eos_token "
+                          f"in the model's tokenizer_config.json")
+    return eos
 
 
-def _examples_text(examples: Sequence[Example], pf: PromptFormat) -> str:
-    return pf.separator.join(pf.example.format(n=i, input=encode_grid(ex.input, pf.grid),
-                                               output=encode_grid(ex.output, pf.grid))
-                             for i, ex in enumerate(examples, 1))
+def _fill_eos(text: str, eos: str | None) -> str | None:
+    if EOS not in text:
+        return text
+    return None if eos is None else text.replace(EOS, eos)
 
 
-def _join(pf: PromptFormat, *parts: str) -> str:
-    return pf.separator.join(p for p in parts if p)
+def _user_content(layout: Layout, r: Recipe, examples: Sequence[Example], test_inputs: Sequence[Grid]) -> str:
+    """A single-turn layout's user text: instruction, the solved examples, the test input(s), closing ({eos} kept)."""
+    shown = [layout.example.format(n=i, input=_grid(r, ex.input), output=_grid(r, ex.output), eos=EOS)
+             for i, ex in enumerate(examples, 1)]
+    queries = [layout.query.format(n=i, input=_grid(r, g), output="", eos=EOS) for i, g in enumerate(test_inputs, 1)]
+    return layout.separator.join(p for p in (layout.instruction, *shown, *queries, layout.closing) if p)
 
 
-# --- transduction: the model writes the test output grid directly ---------------------------------------
-
-def transduction_text(examples: Sequence[Example], test_input: Grid, fmt="plain") -> str:
-    """The user message: instruction, solved examples, the test input; the answer follows."""
-    pf = _pf(fmt)
-    return _join(pf, pf.transduction_instruction, _examples_text(examples, pf),
-                 pf.test.format(n=len(examples) + 1, input=encode_grid(test_input, pf.grid), output=""))
+def _answer(layout: Layout, content: str) -> str:
+    return layout.answer.format(answer=content, eos=EOS)
 
 
-def transduction_answer(output: Grid, fmt="plain") -> str:
-    """The completion a model is trained to write: the grid and a blank line that ends it."""
-    return encode_grid(output, _pf(fmt).grid) + "\n\n"
+def _messages(layout: Layout, r: Recipe, examples, test_inputs) -> list[Message]:
+    system = [{"role": "system", "content": layout.system}] if layout.system else []
+    if layout.turns == "single":
+        return system + [{"role": "user", "content": _user_content(layout, r, examples, test_inputs)}]
+    turns = []
+    for i, ex in enumerate(examples, 1):
+        turns.append({"role": "user", "content": layout.query.format(n=i, input=_grid(r, ex.input), output="")})
+        turns.append({"role": "assistant", "content": _answer(layout, _grid(r, ex.output)) + layout.answer_suffix})
+    for i, g in enumerate(test_inputs, len(examples) + 1):
+        turns.append({"role": "user", "content": layout.query.format(n=i, input=_grid(r, g), output="")})
+    return system + turns
 
 
-def transduction_prompt(examples: Sequence[Example], test_input: Grid, fmt="plain", tokenizer=None) -> str:
-    """The full prompt string, through the tokenizer's chat template when it has one (and the format wants it)."""
-    pf = _pf(fmt)
-    return apply_chat(transduction_text(examples, test_input, pf), tokenizer if pf.chat else None, pf.system)
+def _chat_template_of(r: Recipe, tokenizer):
+    """The tokenizer to apply a chat template with, or None for plain text; refuses a template recipe without one."""
+    has = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+    if r.chat == "template" and tokenizer is not None and not has:
+        raise RecipeError(f"recipe {r.name} is written through the model's chat template, and this tokenizer has "
+                          f"none: give the model folder whose tokenizer_config.json (or chat_template.jinja) has "
+                          f"the template the model was trained with")
+    return tokenizer if has else None
 
 
-# --- induction: the model writes a Python program -----------------------------------------------------------
+def _render(r: Recipe, layout: Layout, messages: list[Message], tokenizer) -> Rendered:
+    """Messages -> the prompt text, ending with the assistant's prefill."""
+    if r.chat == "plain":
+        return Rendered(None, _fill_eos(messages[-1]["content"] + layout.prefill, end_of_answer(r, tokenizer)
+                                        if tokenizer is not None else None))
+    if r.chat == "turns":
+        return Rendered(messages, "".join(r.turn.format(role=m["role"], content=m["content"]) for m in messages)
+                        + r.generation_prompt + layout.prefill)
+    if tokenizer is None:
+        return Rendered(messages, None)
+    templated = _chat_template_of(r, tokenizer)
+    if templated is None:  # chat "auto" and no template: the user text as it is (our own layouts on a base model)
+        return Rendered(messages, messages[-1]["content"] + layout.prefill)
+    # The prefill goes after the opened assistant turn as it is. arc25 passed it as a final assistant message with
+    # continue_final_message, and Llama 3.1's template trims it: the prompt then ends "problem:" where BARC's model
+    # was trained on "problem:\n```python", a token boundary it never saw.
+    text = templated.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + layout.prefill
+    return Rendered(messages, text)
 
-def induction_text(examples: Sequence[Example], test_inputs: Sequence[Grid] = (), fmt="plain") -> str:
-    pf = _pf(fmt)
-    tests = [pf.induction_test.format(n=i, input=encode_grid(g, pf.grid), output="")
-             for i, g in enumerate(test_inputs, 1)]
-    return _join(pf, pf.induction_instruction, _examples_text(examples, pf), *tests) + "\n"
+
+# --- transduction -------------------------------------------------------------------------------------------------
+
+def transduction_prompt(r: Recipe, examples: Sequence[Example], test_input: Grid, tokenizer=None) -> Rendered:
+    layout = r.layout("transduction")
+    return _render(r, layout, _messages(layout, r, examples, [test_input]), tokenizer)
 
 
-def induction_prompt(examples: Sequence[Example], test_inputs: Sequence[Grid] = (), fmt="plain",
-                     tokenizer=None) -> str:
-    pf = _pf(fmt)
-    return apply_chat(induction_text(examples, test_inputs, pf), tokenizer if pf.chat else None, pf.system)
+def transduction_target(r: Recipe, grid: Grid, tokenizer) -> str:
+    """The completion a model is trained to write after a transduction prompt, its end token included."""
+    return _target(r, r.layout("transduction"), _grid(r, grid), tokenizer)
 
 
-def induction_answer(code: str) -> str:
+def _target(r: Recipe, layout: Layout, content: str, tokenizer) -> str:
+    end = end_of_answer(r, tokenizer)
+    if end is None:
+        raise RecipeError(f"recipe {r.name}: a training target ends with the tokenizer's end-of-sequence token; "
+                          f"give the tokenizer")
+    return _fill_eos(_answer(layout, content)[len(layout.prefill):] + layout.answer_suffix, end) + end
+
+
+def grid_from_completion(r: Recipe, completion: str) -> Grid | None:
+    """The grid a transduction answer holds (the continuation after the prompt), or None when it is not one."""
+    layout = r.layout("transduction")
+    head, _, _ = layout.answer.partition("{answer}")
+    text = layout.prefill + completion
+    if not r.grid.header:  # the grid starts where the answer's text before it ends
+        if not text.startswith(head):
+            return None
+        text = text[len(head):]
+    return r.grid.parse(text)
+
+
+def full_sequence_text(r: Recipe, examples: Sequence[Example], tokenizer) -> TrainingText:
+    """Every example of a task in one sequence, as the prompts write them, with the loss on every output and its
+    end (NVARC's fmt_train over the task, the ARChitects' training text)."""
+    layout = r.layout("transduction")
+    end = end_of_answer(r, tokenizer)
+    if r.chat == "plain":
+        head, _, tail = layout.example.partition("{output}")
+        segments = [(layout.instruction, False)] if layout.instruction else []
+        for i, ex in enumerate(examples, 1):
+            if i > 1 or layout.instruction:
+                segments.append((layout.separator, False))
+            segments.append((head.format(n=i, input=_grid(r, ex.input), eos=end), False))
+            segments.append((_grid(r, ex.output) + tail.format(n=i, input="", eos=end), True))
+        return TrainingText(tuple((t, trained) for t, trained in segments if t))
+    messages = _messages(layout, r, examples, [])
+    if r.chat == "turns":
+        head, _, tail = r.turn.partition("{content}")
+        segments = []
+        for m in messages:
+            trained = m["role"] == "assistant"
+            segments.append((head.format(role=m["role"]), False))
+            segments.append((m["content"] + tail.format(role=m["role"]), trained))
+        return TrainingText(tuple((t, trained) for t, trained in segments if t))
+    return _templated_sequence(r, messages, tokenizer, end)
+
+
+def _templated_sequence(r: Recipe, messages: list[Message], tokenizer, end: str) -> TrainingText:
+    """The chat template's text of a whole conversation, cut so each assistant content (and the end token right
+    after it) carries the loss."""
+    templated = _chat_template_of(r, tokenizer)
+    if templated is None:
+        raise RecipeError(f"recipe {r.name}: ttt_layout full_sequence with chat {r.chat} needs the model's chat "
+                          f"template, and the tokenizer has none")
+    text = templated.apply_chat_template(messages, tokenize=False)
+    segments, at = [], 0
+    for m in (m for m in messages if m["role"] == "assistant"):
+        start = text.find(m["content"], at)
+        if start < 0:
+            raise RecipeError(f"recipe {r.name}: the chat template changes the assistant's text (trims it?), so "
+                              f"its outputs cannot be found to train on")
+        stop = start + len(m["content"])
+        stop += len(end) if text.startswith(end, stop) else 0
+        segments += [(text[at:start], False), (text[start:stop], True)]
+        at = stop
+    segments.append((text[at:], False))
+    return TrainingText(tuple((t, trained) for t, trained in segments if t))
+
+
+# --- induction ----------------------------------------------------------------------------------------------------
+
+def test_groups(r: Recipe, n_tests: int) -> list[tuple[int, ...]]:
+    """Which test inputs each induction prompt shows: all in one, or `tests_per_prompt` at a time (BARC: one)."""
+    per = r.layout("induction").tests_per_prompt or max(n_tests, 1)
+    return [tuple(range(i, min(i + per, n_tests))) for i in range(0, n_tests, per)] or [()]
+
+
+def induction_prompt(r: Recipe, examples: Sequence[Example], test_inputs: Sequence[Grid] = (),
+                     tokenizer=None) -> Rendered:
+    layout = r.layout("induction")
+    return _render(r, layout, _messages(layout, r, examples, test_inputs), tokenizer)
+
+
+def induction_target(r: Recipe, code: str, tokenizer) -> str:
     """The completion a model is trained to write for a program (hindsight relabelling trains on these)."""
-    return f"```python\n{code.strip()}\n```\n"
+    return _target(r, r.layout("induction"), code.strip(), tokenizer)
 
 
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def code_from_completion(text: str) -> str | None:
-    """The program in a model's answer: the first fenced block (an unclosed last block counts), or None."""
-    m = _CODE_BLOCK.search(text)
+def code_from_completion(r: Recipe, completion: str) -> str | None:
+    """The program in a model's answer (the prefill and the continuation): the first fenced block (an unclosed last
+    block counts), or None."""
+    m = _CODE_BLOCK.search(r.layout("induction").prefill + completion)
     code = m.group(1).strip() if m else ""
     return code if "def " in code else None
-
-
-# --- chat templates -----------------------------------------------------------------------------------------
-
-def apply_chat(user_text: str, tokenizer=None, system: str | None = None) -> str:
-    """The prompt string a chat model expects (its template, generation prompt added); plain text otherwise."""
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return user_text
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

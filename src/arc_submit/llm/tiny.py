@@ -71,6 +71,7 @@ class TinyStyle:
     chat_template: str
     architecture: str = "llama"  # "llama" or "qwen3"
     extra_special_tokens: tuple[str, ...] = field(default=())  # tokenizer_config's additional_special_tokens
+    colour_names: bool = False  # the BPE also learns grids written as colour names (BARC's), so they cut short
 
 
 CHATML = TinyStyle("tiny", "bpe", SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
@@ -79,7 +80,9 @@ NVARC = TinyStyle("tiny-nvarc", "nvarc", SPECIAL_TOKENS, eos_token="<|im_end|>",
                   bos_token=None, chat_template=NVARC_CHAT_TEMPLATE, architecture="qwen3",
                   extra_special_tokens=("<|im_start|>", "<|im_end|>"))
 LLAMA3 = TinyStyle("tiny-llama3", "bpe", LLAMA3_SPECIAL_TOKENS, eos_token="<|eot_id|>", pad_token=None,
-                   bos_token="<|begin_of_text|>", chat_template=LLAMA3_CHAT_TEMPLATE)
+                   bos_token="<|begin_of_text|>", chat_template=LLAMA3_CHAT_TEMPLATE, colour_names=True)
+# BARC's names for the ten colours, in colour order; grids are rows of them separated by spaces.
+COLOUR_NAMES = ("Black", "Blue", "Red", "Green", "Yellow", "Gray", "Pink", "Orange", "Purple", "Brown")
 TINY_STYLES = {style.name: style for style in (CHATML, NVARC, LLAMA3)}
 
 
@@ -103,23 +106,25 @@ def _corpus() -> list[str]:
     """What the tokenizer should cut well: our prompts, grids as text, and Python as induction models write it."""
     import numpy as np
 
-    from . import prompts
     from ..tasks import Example
+    from . import prompts
+    from .recipes import INDUCTION_INSTRUCTION, TRANSDUCTION_INSTRUCTION, recipe
 
     rng = np.random.default_rng(0)
-    texts = [prompts.TRANSDUCTION_INSTRUCTION, prompts.INDUCTION_INSTRUCTION]
+    texts = [TRANSDUCTION_INSTRUCTION, INDUCTION_INSTRUCTION]
     for _ in range(20):
         a = rng.integers(0, 10, size=rng.integers(1, 8, size=2))
         b = rng.integers(0, 10, size=rng.integers(1, 8, size=2))
         ex = [Example(a, b), Example(b, a)]
-        for fmt in prompts.GRID_FORMATS:
-            texts.append(prompts.transduction_text(ex, a, fmt) + prompts.transduction_answer(b, fmt))
-            texts.append(prompts.induction_text(ex, [a], fmt))
-    texts.append(prompts.induction_answer(
+        for grid in ("plain", "row_numbers", "shape_header"):
+            r = recipe("arc-submit", grid)
+            texts.append(prompts.transduction_prompt(r, ex, a).messages[-1]["content"] + r.grid.encode(b) + "\n\n")
+            texts.append(prompts.induction_prompt(r, ex, [a]).messages[-1]["content"] + "\n")
+    texts.append("```python\n" + (
         "import numpy as np\n\n\ndef transform(grid):\n    grid = np.array(grid)\n    out = np.zeros_like(grid)\n"
         "    for r in range(grid.shape[0]):\n        for c in range(grid.shape[1]):\n"
         "            if grid[r, c] != 0:\n                out[r, c] = (grid[r, c] + 1) % 10\n"
-        "    return out.tolist()\n"))
+        "    return out.tolist()\n").strip() + "\n```\n")
     texts.append("def f(x):\n    return [row[::-1] for row in x] if len(x) > 0 else None  # mirror\n"
                  "while True:\n    break\nclass A:\n    pass\nlambda a, b: a * b + a - b / 2 == 3 and not {} or []\n")
     return texts
@@ -156,7 +161,7 @@ def _backend(vocab_size: int, style: TinyStyle):
         spec = json.loads(tok.to_str())
         spec["decoder"].update(add_prefix_space=False, trim_offsets=False, use_regex=False)
         return Tokenizer.from_str(json.dumps(spec))
-    tok = _trained_bpe(vocab_size, style.special_tokens)
+    tok = _trained_bpe(vocab_size, style.special_tokens, style.colour_names)
     if style.bos_token:
         bos = (style.bos_token, tok.token_to_id(style.bos_token))
         tok.post_processor = processors.TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A {bos[0]} $B",
@@ -164,7 +169,18 @@ def _backend(vocab_size: int, style: TinyStyle):
     return tok
 
 
-def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...]):
+def _colour_corpus() -> list[str]:
+    """Random grids in colour names: without them the BPE spells "Purple" in five tokens and a BARC prompt of a
+    real task runs to thousands of tokens, slow on a CPU."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    grids = ("\n".join(" ".join(COLOUR_NAMES[c] for c in row) for row in rng.integers(0, 10, size=(8, 8)))
+             for _ in range(40))
+    return [f"Here are the input and output grids:\n{g}\n" for g in grids]
+
+
+def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...], colour_names: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -175,7 +191,7 @@ def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...]):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + (_colour_corpus() if colour_names else []), trainer=trainer)
     return tok
 
 
@@ -211,6 +227,7 @@ def _recipe_hash(shape: TinyShape, seed: int, style: TinyStyle = CHATML) -> str:
     blob = {"v": RECIPE_VERSION, "shape": asdict(shape), "seed": seed, "corpus": _corpus(), "chat": CHAT_TEMPLATE}
     if style != CHATML:  # the default's hash (and so its cached folder) stays what it was before styles existed
         blob["style"] = asdict(style)
+        blob["colour corpus"] = _colour_corpus() if style.colour_names else []
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,5 +1,5 @@
-"""Per-task LoRA training shared by the engines: tokenise (prompt, completion) pairs with the loss on the
-completion only, then a plain AdamW loop that stops cleanly at a deadline.
+"""Per-task LoRA training shared by the engines: tokenise training texts (`engine.TrainingText`) with the loss on
+their trained segments only, then a plain AdamW loop that stops cleanly at a deadline.
 
 A plain loop rather than a Trainer: per-task start-up has to stay well under a second, and the loop must be
 able to stop between any two optimizer steps when the task's time is up.
@@ -15,20 +15,24 @@ from typing import Sequence
 import numpy as np
 
 from ..budget import Deadline
-from .engine import TrainSettings
+from .engine import TrainingText, TrainSettings
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of tokens that carry no loss (the prompt, padding)
 
 
 @dataclass(frozen=True)
-class TokenizedPair:
+class TokenizedText:
     input_ids: list[int]
-    n_prompt: int  # the first n_prompt tokens carry no loss
+    trained: list[bool]  # per token: does it carry the loss
 
     @property
-    def n_completion(self) -> int:
-        return len(self.input_ids) - self.n_prompt
+    def first_trained(self) -> int:
+        return self.trained.index(True)
+
+    @property
+    def n_trained(self) -> int:
+        return sum(self.trained)
 
 
 def count_tokens(tokenizer, text: str) -> int:
@@ -43,15 +47,22 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
 
 
-def tokenize_pair(tokenizer, prompt: str, completion: str) -> TokenizedPair:
-    """Prompt and completion tokenised apart (as at generation time), EOS appended so the model learns to stop."""
-    p = prompt_ids(tokenizer, prompt)
-    c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return TokenizedPair(p + c, len(p))
+def tokenize_text(tokenizer, text: TrainingText) -> TokenizedText:
+    """Each segment tokenised on its own (the first as a prompt, with its BOS), as generation sees a prompt and then
+    the tokens the model writes; a completion's end-of-sequence token is in its text."""
+    ids: list[int] = []
+    trained: list[bool] = []
+    for i, (segment, carries_loss) in enumerate(text.segments):
+        piece = prompt_ids(tokenizer, segment) if i == 0 else tokenizer(segment, add_special_tokens=False)["input_ids"]
+        ids += piece
+        trained += [carries_loss] * len(piece)
+    if not any(trained):
+        raise ValueError(f"a training text's trained segments tokenise to nothing: {text.segments!r:.200}")
+    return TokenizedText(ids, trained)
 
 
-def collate(batch: Sequence[TokenizedPair], pad_id: int):
-    """Right-padded input_ids, attention_mask, labels (IGNORE on prompt and padding) as torch tensors."""
+def collate(batch: Sequence[TokenizedText], pad_id: int):
+    """Right-padded input_ids, attention_mask, labels (IGNORE where no loss, and on padding) as torch tensors."""
     import torch
 
     width = max(len(t.input_ids) for t in batch)
@@ -62,12 +73,13 @@ def collate(batch: Sequence[TokenizedPair], pad_id: int):
         n = len(t.input_ids)
         ids[i, :n] = torch.tensor(t.input_ids)
         mask[i, :n] = 1
-        labels[i, t.n_prompt:n] = ids[i, t.n_prompt:n]
+        trained = torch.tensor(t.trained)
+        labels[i, :n] = torch.where(trained, ids[i, :n], torch.full_like(ids[i, :n], IGNORE))
     return ids, mask, labels
 
 
-def completion_logprobs(model, batch: Sequence[TokenizedPair], pad_id: int, device):
-    """Per sequence: (sum of log p over completion tokens, number of tokens), one forward pass.
+def completion_logprobs(model, batch: Sequence[TokenizedText], pad_id: int, device):
+    """Per sequence: (sum of log p over trained tokens, number of tokens), one forward pass.
 
     Only the positions that predict completion tokens go through the LM head (`logits_to_keep`), so an 8k-token
     prompt does not materialise 8k × vocab logits.
@@ -76,7 +88,7 @@ def completion_logprobs(model, batch: Sequence[TokenizedPair], pad_id: int, devi
 
     ids, mask, labels = collate(batch, pad_id)
     ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    first = min(t.n_prompt for t in batch) - 1  # logits at position p predict token p + 1
+    first = min(t.first_trained for t in batch) - 1  # logits at position p predict token p + 1
     keep = torch.arange(max(first, 0), ids.shape[1] - 1, device=device)
     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
     targets = labels[:, keep + 1]
@@ -105,11 +117,11 @@ def _schedule(settings: TrainSettings, total_steps: int):
     return factor
 
 
-def run_training(model, pairs: Sequence[TokenizedPair], settings: TrainSettings, pad_id: int, device,
+def run_training(model, pairs: Sequence[TokenizedText], settings: TrainSettings, pad_id: int, device,
                  deadline: Deadline | None = None, progress_name: str = "") -> TrainResult:
     """Train the trainable parameters of `model` (the active LoRA) on `pairs`; stop early at `deadline`.
 
-    The loss of a step is the mean over all completion tokens of its micro-batches (token-weighted, so
+    The loss of a step is the mean over all trained tokens of its micro-batches (token-weighted, so
     accumulation gives the same gradient as one big batch). Before each step the loop checks that the
     longest step so far still fits before the deadline: it stops between steps, never in the middle of one.
     """
@@ -138,7 +150,7 @@ def run_training(model, pairs: Sequence[TokenizedPair], settings: TrainSettings,
             chosen = [pairs[i] for i in order[step * per_step:(step + 1) * per_step]]
             if not chosen:
                 break
-            n_tokens = sum(t.n_completion for t in chosen)
+            n_tokens = sum(t.n_trained for t in chosen)
             step_loss = 0.0
             for m in range(0, len(chosen), settings.batch_size):
                 micro = chosen[m:m + settings.batch_size]

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, ModelSettings, Sampling, TrainSettings, UnslothSettings,
+from .engine import (Adapter, Generation, ModelSettings, Sampling, TrainingText, TrainSettings, UnslothSettings,
                      apply_memory_environment)
-from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
+from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
 from .hf_engine import pick_device_and_dtype
 from .hf_sampler import HFSampler, prepare_tokenizer
 from .tiny import resolve_model
 from .tokenizers import load_tokenizer
-from .training import count_tokens, run_training, tokenize_pair
+from .training import count_tokens, run_training, tokenize_text
 from .vllm_sampler import adapter_name
 
 log = logging.getLogger(__name__)
@@ -106,18 +106,22 @@ class UnslothEngine:
         if settings.base_adapter:
             raise ValueError("the unsloth engine keeps one resident LoRA and cannot start it from base_adapter yet; "
                              "use engine kind 'hf' or 'vllm' for base_adapter")
+        problem = self.fast_inference and vllm_lora_problem(settings.target_modules, settings.lora_rank,
+                                                             self.settings.max_lora_rank, "unsloth (fast_inference)")
+        if problem:
+            raise ValueError(f"adapter {name!r}: {problem}")
 
-        shape = (settings.lora_rank, settings.lora_alpha, tuple(settings.target_modules))
+        shape = (settings.lora_rank, settings.lora_alpha, settings.use_rslora, tuple(settings.target_modules))
         torch.manual_seed(settings.seed)
         if self.peft_model is None:
             self.peft_model = self._fast.get_peft_model(
                 self.model, r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                target_modules=list(settings.target_modules), bias="none",
+                target_modules=list(settings.target_modules), use_rslora=settings.use_rslora, bias="none",
                 use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
                 random_state=settings.seed, max_seq_length=self.model_settings.max_model_len)
             self._lora_shape = shape
         elif shape != self._lora_shape:
-            raise ValueError(f"adapter {name!r}: unsloth keeps one LoRA per model, created with rank/alpha/targets "
+            raise ValueError(f"adapter {name!r}: unsloth keeps one LoRA per model, created with rank/alpha/rslora/targets "
                              f"{self._lora_shape}; this task asks for {shape}. Use the same LoRA settings for every task")
         else:
             from peft.tuners.lora import LoraLayer
@@ -128,12 +132,12 @@ class UnslothEngine:
                         module.reset_lora_parameters(lora_name, True)  # A: kaiming from the seed, B: zeros
         self._fast.for_training(self.peft_model)
 
-    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+    def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,
                       deadline: Deadline | None = None) -> Adapter:
         check_adapter_name(name)
         t0 = time.time()
         self.life.check_open()
-        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in examples]
+        tokenized = [tokenize_text(self.tokenizer, t) for t in examples]
         fitting = [t for t in tokenized if len(t.input_ids) <= settings.max_seq_len]
         if not fitting:
             raise ValueError(f"adapter {name!r}: none of the {len(tokenized)} training examples fits max_seq_len="
@@ -178,7 +182,7 @@ class UnslothEngine:
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         self.life.check_open()
         if self.fast_inference:
             return self.sampler.score(pairs, adapter_name(adapter))

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainSettings, VLLMSettings,
-                     apply_memory_environment)
-from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
+                     VLLMSettings, apply_memory_environment)
+from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
 from .tiny import resolve_model
 from .tokenizers import ids_difference, load_tokenizer
 from .training import count_tokens
@@ -167,7 +167,7 @@ class VLLMEngine:
         self.life.check_open()
         return self.sampler.generate(prompts, sampling, adapter_name(adapter))
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: Adapter | None = None) -> list[float]:
+    def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         self.life.check_open()
         return self.sampler.score(pairs, adapter_name(adapter))
 
@@ -188,13 +188,13 @@ class VLLMEngine:
                                         tokenizer=self.tokenizer)
         return self.trainer
 
-    def train_adapter(self, name: str, examples: Sequence[tuple[str, str]], settings: TrainSettings,
+    def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,
                       deadline: Deadline | None = None) -> Adapter:
         check_adapter_name(name)
         self.life.check_open()
-        if settings.lora_rank > self.settings.max_lora_rank:
-            raise ValueError(f"adapter {name!r}: lora_rank {settings.lora_rank} exceeds the engine's max_lora_rank "
-                             f"{self.settings.max_lora_rank}; raise max_lora_rank in the engine options")
+        problem = vllm_lora_problem(settings.target_modules, settings.lora_rank, self.settings.max_lora_rank)
+        if problem:
+            raise ValueError(f"adapter {name!r}: {problem}")
         self.delete_adapter(name)
         trainer = self._trainer()
         trained = trainer.train_adapter(name, examples, settings, deadline)

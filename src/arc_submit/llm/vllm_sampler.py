@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .engine import Generation, Sampling
-from .training import prompt_ids, tokenize_pair
+from .engine import TrainingText
+from .training import prompt_ids, tokenize_text
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,14 @@ class VLLMSampler:
                                        token_ids=tuple(c.token_ids)) for text, c in zip(texts, out.outputs)])
         return results
 
-    def score(self, pairs: Sequence[tuple[str, str]], adapter: str | None = None) -> list[float]:
-        """Sum of log p(completion + EOS | prompt), from vLLM's prompt log-probs (one prefill, one token out)."""
-        tokenized = [tokenize_pair(self.tokenizer, p, c) for p, c in pairs]
+    def score(self, pairs: Sequence[TrainingText], adapter: str | None = None) -> list[float]:
+        """Sum of log p over each text's trained segments, from vLLM's prompt log-probs (one prefill, one token out)."""
+        tokenized = [tokenize_text(self.tokenizer, t) for t in pairs]
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0, detokenize=False)
         outputs = self._generate([{"prompt_token_ids": t.input_ids} for t in tokenized], params,
                                  self.lora_request(adapter))
         scores = []
         for t, out in zip(tokenized, outputs):
             scores.append(sum(out.prompt_logprobs[pos][t.input_ids[pos]].logprob
-                              for pos in range(t.n_prompt, len(t.input_ids))))
+                              for pos, trained in enumerate(t.trained) if trained))
         return scores

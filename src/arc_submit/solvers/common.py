@@ -10,35 +10,33 @@ import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 
 from ..budget import Deadline
-from ..llm import prompts
-from ..llm.engine import LLAMA_LINEAR_MODULES, Adapter, TrainSettings
+from ..llm.engine import Adapter, TrainingText, TrainSettings
+from ..llm.recipes import Recipe, recipe
 from ..tasks import Example
 from . import TrainingNeeds
 from .context import SolverContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # --- option groups: their fields are written at the top level of solver.options (solvers/options.py) ---------
 
 @dataclass(frozen=True)
 class PromptOptions:
-    prompt_format: str | dict = "arc-submit"  # a preset of llm/prompts.py, a dict of PromptFormat fields, or module:attribute
-    grid_format: str | None = None  # overrides the prompt format's grid encoding (plain, row_numbers, shape_header)
+    recipe: str | dict = "arc-submit"  # a preset of llm/recipes.py (nvarc, architects-2024, ...), a dict of fields, or module:attribute
+    grid_format: str | dict | None = None  # replaces the recipe's grid encoding (plain, row_numbers, shape_header, ...)
 
     def __post_init__(self):
-        self.format()  # a bad template fails here, before any model work, naming the field
+        self.resolved()  # a bad recipe fails here, before any model work, naming the field
 
-    def format(self) -> prompts.PromptFormat:
-        try:
-            return prompts.prompt_format(self.prompt_format, self.grid_format)
-        except (ImportError, AttributeError) as e:  # module:attribute that does not resolve
-            raise ValueError(f"prompt_format {self.prompt_format!r}: {type(e).__name__}: {e}") from None
+    def resolved(self) -> Recipe:
+        return recipe(self.recipe, self.grid_format)
 
 
 @dataclass(frozen=True)
@@ -55,17 +53,19 @@ class AugmentationOptions:
 
 @dataclass(frozen=True)
 class LoraOptions:
-    """The per-task LoRA training both LLM solvers take: TrainSettings' fields with its defaults. Epochs, steps and
-    the seed are each solver's own options (ttt_epochs / train_epochs, ...), given to `settings`."""
-    learning_rate: float = TrainSettings.learning_rate
+    """The per-task LoRA training both LLM solvers take: TrainSettings' fields. Those left null take the recipe's
+    value (the LoRA its authors trained: NVARC's rank 256, ...), else TrainSettings' default. Epochs, steps and the
+    seed are each solver's own options (ttt_epochs / train_epochs, ...), given to `settings`."""
+    learning_rate: float | None = None
     lr_schedule: Literal["linear", "constant"] = TrainSettings.lr_schedule
     warmup_steps: int = TrainSettings.warmup_steps
     weight_decay: float = TrainSettings.weight_decay
     max_grad_norm: float = TrainSettings.max_grad_norm
-    lora_rank: int = TrainSettings.lora_rank
-    lora_alpha: int = TrainSettings.lora_alpha
+    lora_rank: int | None = None
+    lora_alpha: int | None = None
     lora_dropout: float = TrainSettings.lora_dropout
-    target_modules: tuple[str, ...] = LLAMA_LINEAR_MODULES
+    use_rslora: bool | None = None
+    target_modules: tuple[str, ...] | None = None
     batch_size: int = TrainSettings.batch_size
     grad_accumulation: int = TrainSettings.grad_accumulation
     max_seq_len: int = TrainSettings.max_seq_len
@@ -76,12 +76,22 @@ class LoraOptions:
         if self.batch_size < 1 or self.grad_accumulation < 1:
             raise ValueError(f"options batch_size={self.batch_size} and grad_accumulation={self.grad_accumulation} "
                              f"must be at least 1")
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ValueError(f"option lora_rank={self.lora_rank} must be at least 1 (or null: the recipe's)")
 
-    def settings(self, epochs: int, max_steps: int | None, seed: int) -> TrainSettings:
-        return TrainSettings(epochs=epochs, max_steps=max_steps, seed=seed, **asdict(self))
+    def settings(self, epochs: int, max_steps: int | None, seed: int, r: Recipe) -> TrainSettings:
+        own = asdict(self)
+        from_recipe = {"learning_rate": r.lora.learning_rate, "lora_rank": r.lora.rank, "lora_alpha": r.lora.alpha,
+                       "use_rslora": r.lora.use_rslora, "target_modules": r.lora.target_modules}
+        for name, value in from_recipe.items():
+            if own[name] is None:
+                own[name] = value
+        return TrainSettings(epochs=epochs, max_steps=max_steps, seed=seed,
+                             **{k: v for k, v in own.items() if v is not None})
 
-    def needs(self) -> TrainingNeeds:
-        return TrainingNeeds(max_seq_len=self.max_seq_len, lora_rank=self.lora_rank)
+    def needs(self, r: Recipe) -> TrainingNeeds:
+        settings = self.settings(1, None, 0, r)
+        return TrainingNeeds(max_seq_len=settings.max_seq_len, lora_rank=settings.lora_rank)
 
 
 def task_rng(seed: int, task_id: str, salt: int = 0) -> np.random.Generator:
@@ -117,10 +127,11 @@ class PhaseClock:
         return f"{parts}; total {time.time() - self.started:.2f}s"
 
 
-def fit_examples(examples: Sequence[Example], render: Callable[[Sequence[Example]], str],
-                 count_tokens: Callable[[str], int], limit: int | None,
+def fit_examples(examples: Sequence[Example], render: Callable[[Sequence[Example]], T],
+                 count_tokens: Callable[[T], int], limit: int | None,
                  min_examples: int = 1) -> tuple[tuple[Example, ...] | None, int]:
-    """The examples to put in a prompt so render(examples) fits `limit` tokens: drop the largest first.
+    """The examples to put in a prompt (or a training text) so count_tokens(render(examples)) fits `limit` tokens:
+    drop the largest first.
 
     Returns (examples kept in their order, number dropped), or (None, n) when even `min_examples` do not fit.
     Dropping the largest example frees the most tokens per example lost.
@@ -154,7 +165,7 @@ def _release_gpu_cache() -> None:
         pass
 
 
-def train_adapter_logged(context: SolverContext, name: str, pairs: Sequence[tuple[str, str]],
+def train_adapter_logged(context: SolverContext, name: str, pairs: Sequence[TrainingText],
                          settings: TrainSettings, deadline: Deadline, clock: PhaseClock) -> Adapter | None:
     """engine.train_adapter with its two phases logged: adapter reset (fresh LoRA, optimizer, tokenising;
     for vLLM also saving it) and training. None means: sample the base model. That happens when no pair fits

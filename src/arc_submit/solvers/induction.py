@@ -2,7 +2,8 @@
 
 Search and learn with hindsight relabelling, per task, for `epochs` epochs:
 1. sampling: `predictions_per_epoch` programs from `prompt_augmentations` augmented views of the task (a view's
-   program works in the view's frame: it runs on the view's inputs, and its outputs are mapped back).
+   program works in the view's frame: it runs on the view's inputs, and its outputs are mapped back). Prompts are
+   written as the recipe says (BARC's model: colour names, one test input per prompt, its preamble prefilled).
 2. execution: every program on every train and test input, sandboxed (arc_submit.execution), scored on the train
    examples (exact matches, then pixel accuracy).
 3. early stop: when every test input has two distinct outputs from programs that reproduce every train example,
@@ -31,7 +32,8 @@ from ..candidates import Candidate, grid_key, ranked_by_grid
 from ..execution import ExecutionSettings, Executor
 from ..fileio import safe_file_name
 from ..llm import prompts
-from ..llm.engine import Adapter, Sampling, TrainSettings
+from ..llm.engine import Adapter, Sampling, TrainingText, TrainSettings
+from ..llm.recipes import Recipe
 from ..tasks import Example, Grid, Task
 from . import Solver, SolverContext
 from .common import (AugmentationOptions, LoraOptions, PhaseClock, PromptOptions, fit_examples, task_rng,
@@ -50,7 +52,7 @@ class InductionOptions:
     prompt_augmentations: int = 8  # distinct augmented prompts per epoch, the samples spread over them
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 1024
+    max_tokens: int | None = None  # program length cap; None: the recipe's (BARC: 2048), else 1024
     min_train_fit: float = 1.0  # share of train examples a program must reproduce for its test outputs to count
     early_stop: bool = True
     relabel_per_epoch: int = 32
@@ -62,12 +64,12 @@ class InductionOptions:
     max_prompt_tokens: int | None = None  # None: the engine's context less max_tokens
     max_sequences_per_call: int = 512
     seed: int = 0
-    prompt: PromptOptions = field(default_factory=PromptOptions)  # prompt_format, grid_format
+    prompt: PromptOptions = field(default_factory=PromptOptions)  # recipe, grid_format
     augment: AugmentationOptions = field(default_factory=AugmentationOptions)  # use_dihedral, permute_colours, ...
     train: LoraOptions = field(default_factory=LoraOptions)  # learning_rate, lora_rank, max_seq_len, ...
-    # The sandbox's settings, written at the top level too: entry ("main" for BARC), library_dir (a folder of
-    # modules programs import, BARC's with common.py), timeout_s, memory_mb, workers (None: every CPU this process
-    # may use), landlock, programs_per_process, queue_depth.
+    # The sandbox's settings, written at the top level too: entry (BARC's model writes transform), library_dir (a
+    # folder of modules programs import, BARC's with common.py), colour_aliases, timeout_s, memory_mb, workers
+    # (None: every CPU this process may use), landlock, programs_per_process, queue_depth.
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
     def __post_init__(self):
@@ -75,15 +77,21 @@ class InductionOptions:
         check_range("train_fraction", self.train_fraction, 0, 1)
         check_range("min_train_fit", self.min_train_fit, 0, 1)
         check_at_least("train_steps", self.train_steps, 0)
+        check_at_least("max_tokens", self.max_tokens, 1)
+        self.prompt.resolved().layout(SOLVER)  # a recipe for another kind of model fails here, naming the choices
 
     def train_settings(self) -> TrainSettings:
-        return self.train.settings(self.train_epochs, self.train_steps, self.seed)
+        return self.train.settings(self.train_epochs, self.train_steps, self.seed, self.prompt.resolved())
+
+    def answer_tokens(self) -> int:
+        return self.max_tokens or self.prompt.resolved().layout(SOLVER).max_tokens or 1024
 
 
 @dataclass(eq=False)
 class Program:
     code: str
     view: Augmentation  # the frame it was written in
+    tests: tuple[int, ...]  # the test inputs its prompt showed
     epoch: int
     outputs: tuple[Grid | None, ...]  # per train input then test input, in the task's frame (None: failed)
     view_outputs: tuple[Grid | None, ...]  # the same in the view's frame (what relabelling trains on)
@@ -130,9 +138,9 @@ def train_fit(task: Task, outputs) -> tuple[int, float]:
     return exact, accuracy / len(task.train)
 
 
-def execute(task: Task, sampled: list[tuple[str, Augmentation]], epoch: int, executor: Executor,
+def execute(task: Task, sampled: list[tuple[str, Augmentation, tuple[int, ...]]], epoch: int, executor: Executor,
             deadline: Deadline, workers: int, timeout_s: float) -> list[Program]:
-    """Run each (code, view) on the view's train and test inputs, in chunks that fit the time left."""
+    """Run each (code, view, tests shown) on the view's train and test inputs, in chunks that fit the time left."""
     inputs = [ex.input for ex in (*task.train, *task.test)]
     programs: list[Program] = []
     at = 0
@@ -146,7 +154,7 @@ def execute(task: Task, sampled: list[tuple[str, Augmentation]], epoch: int, exe
         chunk = sampled[at: at + workers * int(min(max(left // max(timeout_s, 1e-3), 1), 8))]
         at += len(chunk)
         by_view: dict[Augmentation, list[int]] = {}
-        for i, (_, view) in enumerate(chunk):
+        for i, (_, view, _) in enumerate(chunk):
             by_view.setdefault(view, []).append(i)
         views = list(by_view)
         batches = [([chunk[i][0] for i in by_view[v]], [v.apply_grid(g) for g in inputs]) for v in views]
@@ -155,7 +163,7 @@ def execute(task: Task, sampled: list[tuple[str, Augmentation]], epoch: int, exe
                 view_outputs = tuple(o.grid if o.ok else None for o in result.outcomes)
                 outputs = tuple(None if g is None else view.invert_grid(g) for g in view_outputs)
                 exact, accuracy = train_fit(task, outputs)
-                programs.append(Program(chunk[i][0], view, epoch, outputs, view_outputs, exact, accuracy))
+                programs.append(Program(chunk[i][0], view, chunk[i][2], epoch, outputs, view_outputs, exact, accuracy))
     return programs
 
 
@@ -211,12 +219,13 @@ class Relabelled:
     rank: tuple  # smaller is better: (-exact matches, -pixel accuracy, code length)
 
 
-def relabel(task: Task, programs: list[Program], engine, fmt="plain", limit: int | None = None,
+def relabel(task: Task, programs: list[Program], engine, r: Recipe, limit: int | None = None,
             cap: int | None = None, skip_identity: bool = True, seen: set | None = None) -> list[Relabelled]:
     """Hindsight relabelling: a (prompt, completion) pair for each program that ran on every train input.
 
     Each program's task: the view's train inputs (in the view's example order) with the program's own outputs,
-    plus the view's test inputs, exactly as the sampling prompt shows a task; its completion is the program.
+    plus the test inputs its prompt showed, exactly as the sampling prompt shows a task; its completion is the
+    program.
     One per behaviour (`seen` carries behaviours across epochs), best train fit first, shorter code first among
     equals, at most `cap`.
     """
@@ -233,14 +242,14 @@ def relabel(task: Task, programs: list[Program], engine, fmt="plain", limit: int
             continue
         order = p.view.order or tuple(range(n_train))
         examples = [Example(p.view.apply_grid(task.train[i].input), p.view_outputs[i]) for i in order]
-        test_inputs = [p.view.apply_grid(ex.input) for ex in task.test]
-        kept, _ = fit_examples(examples, lambda ex: prompts.induction_prompt(ex, test_inputs, fmt, engine.tokenizer),
+        test_inputs = [p.view.apply_grid(task.test[t].input) for t in p.tests]
+        kept, _ = fit_examples(examples, lambda ex: prompts.induction_prompt(r, ex, test_inputs, engine.tokenizer).text,
                                engine.count_tokens, limit)
         if kept is None:
             continue
         seen.add(key)
-        out.append(Relabelled(prompts.induction_prompt(kept, test_inputs, fmt, engine.tokenizer),
-                              prompts.induction_answer(p.code), (-p.exact, -p.accuracy, len(p.code))))
+        out.append(Relabelled(prompts.induction_prompt(r, kept, test_inputs, engine.tokenizer).text,
+                              prompts.induction_target(r, p.code, engine.tokenizer), (-p.exact, -p.accuracy, len(p.code))))
         if cap is not None and len(out) >= cap:
             break
     return out
@@ -248,20 +257,22 @@ def relabel(task: Task, programs: list[Program], engine, fmt="plain", limit: int
 
 # --- sampling ----------------------------------------------------------------------------------------------
 
-def view_prompts(task: Task, views: list[Augmentation], engine, fmt, limit: int | None):
-    """(view, prompt) for the views whose prompt fits `limit` (examples dropped largest first if needed)."""
+def view_prompts(task: Task, views: list[Augmentation], engine, r: Recipe, limit: int | None):
+    """(view, test inputs shown, prompt) per view and group of test inputs (the recipe's tests_per_prompt) whose
+    prompt fits `limit` (examples dropped largest first if needed)."""
     out = []
     for view in views:
         augmented = view.apply_task(task)
-        test_inputs = [ex.input for ex in augmented.test]
-        kept, dropped = fit_examples(augmented.train,
-                                     lambda ex: prompts.induction_prompt(ex, test_inputs, fmt, engine.tokenizer),
-                                     engine.count_tokens, limit)
-        if dropped or kept is None:
-            log.warning("task %s %s: view %s over the context limit: %s", task.id, SOLVER, view.name,
-                        "dropped" if kept is None else f"{dropped} examples left out")
-        if kept is not None:
-            out.append((view, prompts.induction_prompt(kept, test_inputs, fmt, engine.tokenizer)))
+        for group in prompts.test_groups(r, len(augmented.test)):
+            test_inputs = [augmented.test[t].input for t in group]
+            kept, dropped = fit_examples(augmented.train,
+                                         lambda ex: prompts.induction_prompt(r, ex, test_inputs, engine.tokenizer).text,
+                                         engine.count_tokens, limit)
+            if dropped or kept is None:
+                log.warning("task %s %s: view %s over the context limit: %s", task.id, SOLVER, view.name,
+                            "dropped" if kept is None else f"{dropped} examples left out")
+            if kept is not None:
+                out.append((view, group, prompts.induction_prompt(r, kept, test_inputs, engine.tokenizer).text))
     return out
 
 
@@ -272,14 +283,15 @@ def split_evenly(total: int, parts: int) -> list[int]:
 def run(task: Task, deadline: Deadline, context: SolverContext, opts: InductionOptions) -> InductionResult:
     engine = context.engine
     clock = PhaseClock(SOLVER, task.id)
-    fmt = opts.prompt.format()
+    r = opts.prompt.resolved()
+    max_tokens = opts.answer_tokens()
     n_train, epochs = len(task.train), opts.epochs
     result = InductionResult([[] for _ in task.test], clock.seconds)
     adapter_name = f"{SOLVER}-{safe_file_name(task.id)}"  # also its folder's name: ids are data
     context_tokens = engine.model_settings.max_model_len
-    limit = opts.max_prompt_tokens or (context_tokens - opts.max_tokens if context_tokens else None)
+    limit = opts.max_prompt_tokens or (context_tokens - max_tokens if context_tokens else None)
     train_limit = min(opts.train.max_seq_len, context_tokens or opts.train.max_seq_len)
-    sampling = Sampling(n=1, temperature=opts.temperature, top_p=opts.top_p, max_tokens=opts.max_tokens,
+    sampling = Sampling(n=1, temperature=opts.temperature, top_p=opts.top_p, max_tokens=max_tokens,
                         seed=opts.seed)
     pool: list[Relabelled] = []  # every epoch's relabelled programs, best first
     seen: set = set()
@@ -298,18 +310,18 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: InductionO
                 n_views = max(1, min(opts.prompt_augmentations, opts.predictions_per_epoch))
                 views = augmentation_set(n_views, task_rng(opts.seed, task.id, 100 + epoch), n_train,
                                          **opts.augment.kwargs())
-                items = view_prompts(task, views, engine, fmt, limit)
+                items = view_prompts(task, views, engine, r, limit)
             if not items:
                 break
             counts = split_evenly(opts.predictions_per_epoch, len(items))
             with clock.phase("sampling", lambda: f"epoch {epoch}: {run_.sequences} samples in {run_.calls} calls"
                                                  + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
-                run_ = generate_within(engine, context.speed, [p for _, p in items], counts, sampling, adapter,
+                run_ = generate_within(engine, context.speed, [p for _, _, p in items], counts, sampling, adapter,
                                        sampling_deadline, opts.max_sequences_per_call)
             result.samples += run_.sequences
             result.tokens += sum(g.n_tokens for gens in run_.generations for g in gens)
-            sampled = [(code, view) for (view, _), gens in zip(items, run_.generations)
-                       for code in (prompts.code_from_completion(g.text) for g in gens) if code is not None]
+            sampled = [(code, view, group) for (view, group, _), gens in zip(items, run_.generations)
+                       for code in (prompts.code_from_completion(r, g.text) for g in gens) if code is not None]
 
             with clock.phase("execution", lambda: f"epoch {epoch}: {len(sampled)} programs from {run_.sequences} "
                                                   f"samples, {sum(p.fit(n_train) == 1 for p in new)} fit all train"):
@@ -330,9 +342,9 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: InductionO
                 continue
 
             with clock.phase("data prep", lambda: f"epoch {epoch}: relabelled {len(fresh)} programs, pool {len(pool)}"):
-                fresh = relabel(task, new, engine, fmt, train_limit, opts.relabel_per_epoch, opts.skip_identity, seen)
-                pool = sorted(pool + fresh, key=lambda r: r.rank)
-                training = [(r.prompt, r.completion) for r in pool[:opts.relabel_pool]]
+                fresh = relabel(task, new, engine, r, train_limit, opts.relabel_per_epoch, opts.skip_identity, seen)
+                pool = sorted(pool + fresh, key=lambda item: item.rank)
+                training = [TrainingText.pair(item.prompt, item.completion) for item in pool[:opts.relabel_pool]]
             train_s = deadline.remaining() / (epochs - epoch - 1) * opts.train_fraction
             if training and train_s >= 0.1:
                 # Training replaces the task's adapter; if it fails, the next epoch samples the base model.
@@ -351,4 +363,5 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: InductionO
 
 
 # Support 1.0 means a program reproduced every train pair: later solvers of the chain may be skipped.
-INDUCTION = Solver(SOLVER, solve, InductionOptions, verifies=True, training=lambda options: options.train.needs())
+INDUCTION = Solver(SOLVER, solve, InductionOptions, verifies=True,
+                   training=lambda options: options.train.needs(options.prompt.resolved()))

@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from types import MappingProxyType
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
 from ..config import coerce_value  # an option converts exactly as a config key does
 
 
+# Options that were renamed: a config still using the old name fails saying the new one.
+RENAMED = MappingProxyType({"prompt_format": "recipe (a preset of llm/recipes.py, a dict of Recipe fields, or module:attribute)"})
+
+
 def build_options(solver: str, cls: type, values: Mapping[str, Any]):
     """An instance of the options dataclass `cls` from `values` (see the module docstring)."""
     known = option_names(cls)
     unknown = sorted(set(values) - set(known))
+    renamed = [f"{old} is now {new}" for old, new in RENAMED.items() if old in unknown]
+    if renamed:
+        raise ValueError(f"{solver} solver: option {'; '.join(renamed)}")
     if unknown:
         raise ValueError(f"{solver} solver: unknown option(s) {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(known)) or 'none (it takes no options)'} (set them under solver.options)")

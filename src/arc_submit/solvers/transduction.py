@@ -1,8 +1,11 @@
 """Transduction: the model writes each test output grid directly, after test-time training on the task itself.
 
-Per task:
-1. data prep: leave-one-out pairs from the train examples (each in turn is the "test", the others the context),
-   under `ttt_augmentations` augmentations (dihedral × colours × example order); the test prompts under
+Prompts, answers and training texts are written as the options' recipe says (llm/recipes.py: ours, or the format
+a published model was trained on). Per task:
+1. data prep: the training texts under `ttt_augmentations` augmentations (dihedral × colours × example order):
+   leave-one-out pairs (each train example in turn is the "test", the others the context), or, where the recipe's
+   authors trained so (NVARC, the ARChitects), each augmented task as one sequence with the loss on every output;
+   the test prompts under
    `n_augmentations` views, the identity first. A prompt longer than the model's context drops its largest
    examples; a view whose prompt still does not fit is dropped. Each drop is logged.
 2. adapter reset + training: a fresh LoRA for this task, trained until its steps are done or `train_fraction`
@@ -32,7 +35,8 @@ from ..budget import Deadline
 from ..candidates import Candidate, ranked_by_grid
 from ..fileio import safe_file_name
 from ..llm import prompts
-from ..llm.engine import Adapter, Generation, Sampling, TrainSettings
+from ..llm.engine import Adapter, Generation, Sampling, TrainingText, TrainSettings
+from ..llm.recipes import Recipe
 from ..tasks import MAX_SIDE, Task
 from . import Solver, SolverContext
 from .common import (AugmentationOptions, LoraOptions, PhaseClock, PromptOptions, fit_examples, task_rng,
@@ -65,7 +69,7 @@ class TransductionOptions:
     scorer: Literal["votes", "augmented", "product"] = "votes"
     max_scored_candidates: int = 16  # per test input, best-voted first
     seed: int = 0
-    prompt: PromptOptions = field(default_factory=PromptOptions)  # prompt_format, grid_format
+    prompt: PromptOptions = field(default_factory=PromptOptions)  # recipe, grid_format
     augment: AugmentationOptions = field(default_factory=AugmentationOptions)  # use_dihedral, permute_colours, ...
     train: LoraOptions = field(default_factory=LoraOptions)  # learning_rate, lora_rank, max_seq_len, ...
 
@@ -73,9 +77,10 @@ class TransductionOptions:
         check_range("temperature", self.temperature, 0, 10)
         check_range("train_fraction", self.train_fraction, 0, 1)
         check_at_least("ttt_steps", self.ttt_steps, 0)
+        self.prompt.resolved().layout(SOLVER)  # a recipe for another kind of model fails here, naming the choices
 
     def train_settings(self) -> TrainSettings:
-        return self.train.settings(self.ttt_epochs, self.ttt_steps, self.seed)
+        return self.train.settings(self.ttt_epochs, self.ttt_steps, self.seed, self.prompt.resolved())
 
 
 @dataclass
@@ -97,7 +102,7 @@ def solve(task: Task, deadline: Deadline, context: SolverContext,
     return run(task, deadline, context, options).candidates
 
 
-def answer_token_budget(task: Task, engine, fmt) -> int:
+def answer_token_budget(task: Task, engine, r: Recipe) -> int:
     """Tokens an answer may take: the largest output the task suggests (train outputs, and test inputs scaled as
     the train examples scale), written out, plus a little; never less than one row, never beyond 30 × 30."""
     row_ratio = max(ex.output.shape[0] / ex.input.shape[0] for ex in task.train)
@@ -105,15 +110,15 @@ def answer_token_budget(task: Task, engine, fmt) -> int:
     rows = max([ex.output.shape[0] for ex in task.train] + [int(np.ceil(ex.input.shape[0] * row_ratio)) for ex in task.test])
     cols = max([ex.output.shape[1] for ex in task.train] + [int(np.ceil(ex.input.shape[1] * col_ratio)) for ex in task.test])
     rows, cols = min(rows, MAX_SIDE), min(cols, MAX_SIDE)
-    return engine.count_tokens(prompts.transduction_answer(np.zeros((rows, cols), np.int8), fmt)) + 4
+    return engine.count_tokens(prompts.transduction_target(r, np.zeros((rows, cols), np.int8), engine.tokenizer)) + 4
 
 
-def fitted_prompt(examples, test_input, engine, fmt, limit: int | None, dropped: dict[str, int],
+def fitted_prompt(examples, test_input, engine, r: Recipe, limit: int | None, dropped: dict[str, int],
                   examples_key: str, prompt_key: str) -> str | None:
     """The transduction prompt for test_input, its largest examples dropped until it fits `limit` tokens;
     None when even one example does not fit. Drops are counted in `dropped` under the two keys."""
     def render(kept):
-        return prompts.transduction_prompt(kept, test_input, fmt, engine.tokenizer)
+        return prompts.transduction_prompt(r, kept, test_input, engine.tokenizer).text
 
     kept, n_dropped = fit_examples(examples, render, engine.count_tokens, limit)
     if n_dropped:
@@ -124,55 +129,75 @@ def fitted_prompt(examples, test_input, engine, fmt, limit: int | None, dropped:
     return render(kept)
 
 
-def training_pairs(task: Task, augmentations: list[Augmentation], engine, fmt, limit: int | None,
-                   dropped: dict[str, int]) -> list[tuple[str, str]]:
-    """Leave-one-out (prompt, answer) pairs of every augmentation, each fitted into `limit` tokens."""
+def training_texts(task: Task, augmentations: list[Augmentation], engine, r: Recipe, limit: int | None,
+                   dropped: dict[str, int]) -> list[TrainingText]:
+    """The recipe's test-time-training texts of every augmentation, each fitted into `limit` tokens."""
+    if r.ttt_layout == "full_sequence":
+        return [t for aug in augmentations
+                if (t := full_sequence(aug.apply_examples(task.train), engine, r, limit, dropped)) is not None]
     pairs = []
     for aug in augmentations:
         examples = aug.apply_examples(task.train)
         for i, held_out in enumerate(examples):
-            answer = prompts.transduction_answer(held_out.output, fmt)
+            answer = prompts.transduction_target(r, held_out.output, engine.tokenizer)
             room = None if limit is None else limit - engine.count_tokens(answer) - 1
-            prompt = fitted_prompt(examples[:i] + examples[i + 1:], held_out.input, engine, fmt, room, dropped,
+            prompt = fitted_prompt(examples[:i] + examples[i + 1:], held_out.input, engine, r, room, dropped,
                                    "train examples", "train pairs")
             if prompt is not None:
-                pairs.append((prompt, answer))
+                pairs.append(TrainingText.pair(prompt, answer))
     return pairs
 
 
-def view_prompts(task: Task, views: list[Augmentation], engine, fmt, limit: int | None,
+def full_sequence(examples, engine, r: Recipe, limit: int | None, dropped: dict[str, int]) -> TrainingText | None:
+    """The task's examples as one training sequence, its largest examples dropped until it fits `limit` tokens
+    (NVARC cut its first ones; the largest free the most room); None when even one does not fit."""
+    def length(text: TrainingText) -> int:
+        return sum(engine.count_tokens(segment) for segment, _ in text.segments)
+
+    kept, n_dropped = fit_examples(examples, lambda kept: prompts.full_sequence_text(r, kept, engine.tokenizer),
+                                   length, limit)
+    if n_dropped:
+        dropped["train examples"] = dropped.get("train examples", 0) + n_dropped
+    if kept is None:
+        dropped["train sequences"] = dropped.get("train sequences", 0) + 1
+        return None
+    return prompts.full_sequence_text(r, kept, engine.tokenizer)
+
+
+def view_prompts(task: Task, views: list[Augmentation], engine, r: Recipe, limit: int | None,
                  dropped: dict[str, int]) -> list[tuple[int, Augmentation, str]]:
     """(test index, view, prompt), view-major: if time runs out, every test input has had its first views."""
     out = []
     for aug in views:
         augmented = aug.apply_task(task)
         for t, test in enumerate(augmented.test):
-            prompt = fitted_prompt(augmented.train, test.input, engine, fmt, limit, dropped, "test examples", "views")
+            prompt = fitted_prompt(augmented.train, test.input, engine, r, limit, dropped, "test examples", "views")
             if prompt is not None:
                 out.append((t, aug, prompt))
     return out
 
 
 def augmented_logprobs(engine, items: list[tuple[int, Augmentation, str]], test_index: int, grids: list,
-                       adapter, fmt) -> list[float]:
+                       adapter, r: Recipe) -> list[float]:
     """Per grid: the mean over the test input's views of log p(the grid, as that view shows it | the view's prompt),
     with the task's adapter; all grids × views go to the engine in one batch (their prompts repeat: prefix reuse)."""
     views = [(aug, prompt) for t, aug, prompt in items if t == test_index]
     if not views or not grids:
         return [float("-inf")] * len(grids)
-    pairs = [(prompt, prompts.transduction_answer(aug.apply_grid(grid), fmt)) for grid in grids for aug, prompt in views]
+    pairs = [TrainingText.pair(prompt, prompts.transduction_target(r, aug.apply_grid(grid), engine.tokenizer))
+             for grid in grids for aug, prompt in views]
     sums = engine.score(pairs, adapter)
     return [float(np.mean(sums[i * len(views):(i + 1) * len(views)])) for i in range(len(grids))]
 
 
-def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapter, fmt,
+def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapter, r: Recipe,
             limit: int, product: bool = False) -> list[list[Candidate]]:
     """The "augmented" scorer: each test input's best-voted `limit` grids ranked by votes + mean augmented
     log-probability ("product": by the augmented log-probability alone); the rest keep their vote order after."""
     out = []
     for t, cands in enumerate(candidates):
         head, tail = cands[:limit], cands[limit:]
-        logps = augmented_logprobs(engine, items, t, [c.grid for c in head], adapter, fmt)
+        logps = augmented_logprobs(engine, items, t, [c.grid for c in head], adapter, r)
         rescored = [Candidate(c.grid, c.solver, lp, c.count, c.detail + f"; augmented log-prob {lp:.2f}", c.support)
                     for c, lp in zip(head, logps)]
         # augmented: NVARC's views + mean log-prob; product: the ARChitects' product of the views' probabilities
@@ -183,14 +208,14 @@ def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapte
 
 
 def vote(task: Task, items: list[tuple[int, Augmentation, str]],
-         generations: list[list[Generation]], fmt) -> tuple[list[list[Candidate]], int]:
+         generations: list[list[Generation]], r: Recipe) -> tuple[list[list[Candidate]], int]:
     """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability."""
     proposals: list[list] = [[] for _ in task.test]  # per test input: (grid, (view name, mean log-prob))
     samples = [0] * len(task.test)  # drawn per test input, parsed or not: the denominator of a grid's support
     for (t, aug, _), gens in zip(items, generations):
         samples[t] += len(gens)
         for g in gens:
-            grid = prompts.grid_from_completion(g.text, fmt)
+            grid = prompts.grid_from_completion(r, g.text)
             if grid is not None:
                 proposals[t].append((aug.invert_grid(grid), (aug.name, g.mean_logprob)))
     candidates = [[_voted(group, samples[t]) for group in ranked_by_grid(
@@ -214,27 +239,27 @@ def _voted(group, samples: int) -> Candidate:
 def run(task: Task, deadline: Deadline, context: SolverContext, opts: TransductionOptions) -> TransductionResult:
     engine, speed = context.engine, context.speed
     clock = PhaseClock(SOLVER, task.id)
-    fmt = opts.prompt.format()
+    r = opts.prompt.resolved()
     dropped: dict[str, int] = {}
     result = TransductionResult([[] for _ in task.test], clock.seconds, dropped=dropped)
     adapter_name = f"{SOLVER}-{safe_file_name(task.id)}"  # also its folder's name: ids are data
     try:
         with clock.phase("data prep", lambda: f"{result.train_pairs} training pairs, {len(items)} prompts"
                                               + (f", dropped {dropped}" if dropped else "")):
-            max_tokens = opts.max_tokens or answer_token_budget(task, engine, fmt)
+            max_tokens = opts.max_tokens or answer_token_budget(task, engine, r)
             context_tokens = engine.model_settings.max_model_len
             prompt_limit = opts.max_prompt_tokens or (context_tokens - max_tokens if context_tokens else None)
             wants_training = opts.ttt and opts.ttt_augmentations > 0 and opts.ttt_steps != 0
             pairs = []
-            if wants_training and len(task.train) >= 2:
+            if wants_training and len(task.train) >= (1 if r.ttt_layout == "full_sequence" else 2):
                 train_limit = min(opts.train.max_seq_len, context_tokens or opts.train.max_seq_len)
                 ttt_augs = augmentation_set(opts.ttt_augmentations, task_rng(opts.seed, task.id, 1), len(task.train),
                                             **opts.augment.kwargs())
-                pairs = training_pairs(task, ttt_augs, engine, fmt, train_limit, dropped)
+                pairs = training_texts(task, ttt_augs, engine, r, train_limit, dropped)
             result.train_pairs = len(pairs)
             views = augmentation_set(opts.n_augmentations, task_rng(opts.seed, task.id, 2), len(task.train),
                                      **opts.augment.kwargs())
-            items = view_prompts(task, views, engine, fmt, prompt_limit, dropped)
+            items = view_prompts(task, views, engine, r, prompt_limit, dropped)
             prompt_tokens = [engine.count_tokens(p) for _, _, p in items]
         if dropped:
             log.warning("task %s %s: prompts over the context limit; dropped %s", task.id, SOLVER, dropped)
@@ -270,11 +295,11 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: Transducti
             result.samples = run_.sequences
             result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
-                result.candidates, result.parsed = vote(task, items, run_.generations, fmt)
+                result.candidates, result.parsed = vote(task, items, run_.generations, r)
             context.emit(result.candidates)  # journaled now: scoring can still fail, run out of memory or time
             if opts.scorer != "votes" and any(result.candidates) and not deadline.passed():
                 with clock.phase("scoring", lambda: f"{sum(min(len(c), opts.max_scored_candidates) for c in result.candidates)} grids x views"):
-                    result.candidates = rescore(engine, task, items, result.candidates, adapter, fmt,
+                    result.candidates = rescore(engine, task, items, result.candidates, adapter, r,
                                                 opts.max_scored_candidates, opts.scorer == "product")
                 context.emit(result.candidates)
     finally:
@@ -283,4 +308,5 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: Transducti
     return result
 
 
-TRANSDUCTION = Solver(SOLVER, solve, TransductionOptions, training=lambda options: options.train.needs())
+TRANSDUCTION = Solver(SOLVER, solve, TransductionOptions,
+                      training=lambda options: options.train.needs(options.prompt.resolved()))

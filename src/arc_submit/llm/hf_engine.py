@@ -20,6 +20,7 @@ from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, T
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .hf_sampler import HFSampler
 from .tiny import resolve_model
+from .tokenizers import load_tokenizer
 from .training import count_tokens, run_training, tokenize_text
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ class HFEngine:
         """Load `model_settings.model`, or wrap an already loaded (model, tokenizer), as the vLLM engine's trainer
         does."""
         import torch
-        from transformers import AutoTokenizer
 
         self.model_settings = model_settings or ModelSettings()
         self.settings = settings or HFSettings()
@@ -76,7 +76,7 @@ class HFEngine:
         self.device, self.dtype = pick_device_and_dtype(self.model_settings)
         t0 = time.time()
         path = resolve_model(self.model_settings.model)
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        self.tokenizer = tokenizer or load_tokenizer(path)  # the file's ids, even where AutoTokenizer's differ
         self.sampler = HFSampler(self.tokenizer, self.device, self.settings.max_batch_sequences)
         self.model = model or load_model(path, self.dtype, self.device, self.model_settings.load_in_4bit)
         self.model.eval()

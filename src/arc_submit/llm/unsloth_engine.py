@@ -33,6 +33,7 @@ from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle
 from .hf_engine import pick_device_and_dtype
 from .hf_sampler import HFSampler, prepare_tokenizer
 from .tiny import resolve_model
+from .tokenizers import load_tokenizer
 from .training import count_tokens, run_training, tokenize_text
 from .vllm_sampler import adapter_name
 
@@ -68,12 +69,14 @@ class UnslothEngine:
         path = resolve_model(self.model_settings.model)
         self.fast_inference = bool(self.settings.fast_inference and importlib.util.find_spec("vllm"))
         self.device, dtype = pick_device_and_dtype(self.model_settings)
-        self.model, tokenizer = FastLanguageModel.from_pretrained(
+        self.model, _ = FastLanguageModel.from_pretrained(
             model_name=path, max_seq_length=self.model_settings.max_model_len, dtype=dtype,
             load_in_4bit=self.model_settings.load_in_4bit, fast_inference=self.fast_inference,
             gpu_memory_utilization=self.settings.gpu_memory_utilization, max_lora_rank=self.settings.max_lora_rank,
             local_files_only=True)
-        self.tokenizer = prepare_tokenizer(tokenizer)
+        # Not unsloth's tokenizer: it comes from AutoTokenizer, which rebuilds some reduced vocabularies with other
+        # ids (tokenizers.py); training and sampling here both tokenise with this one.
+        self.tokenizer = prepare_tokenizer(load_tokenizer(path))
         self.peft_model = None  # unsloth's peft wrapping, made at the first adapter
         self.adapters = AdapterHandles()
         self._lora_shape: tuple | None = None  # (rank, alpha, targets) of the one resident LoRA

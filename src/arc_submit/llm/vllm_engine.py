@@ -35,6 +35,7 @@ from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, T
                      VLLMSettings, apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
 from .tiny import resolve_model
+from .tokenizers import ids_difference, load_tokenizer
 from .training import count_tokens
 from .vllm_sampler import VLLMSampler, adapter_name
 
@@ -100,6 +101,25 @@ def engine_core_in_process() -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
 
+def warn_if_tokenizers_differ(vllms, model_path: str) -> None:
+    """Log when vLLM's own tokenizer does not give tokenizer.json's ids. Prompts are unaffected (they reach vLLM as
+    our token ids); the texts of samples taken with stop strings come from vLLM's detokeniser, and may differ."""
+    spec_file = Path(model_path) / "tokenizer.json"
+    if not spec_file.is_file() or not callable(vllms):
+        return
+    try:
+        from tokenizers import Tokenizer
+
+        difference = ids_difference(vllms, Tokenizer.from_file(str(spec_file)))
+    except Exception as e:  # a tokenizer of vLLM's own kind (mistral, tiktoken): nothing to compare, or to warn of
+        log.debug("vllm tokenizer comparison skipped: %s", e)
+        return
+    if difference is not None:
+        log.warning("vllm engine: vLLM's tokenizer for %s does not give tokenizer.json's ids (%s); prompts reach "
+                    "vLLM as our token ids, but the texts of samples taken with stop strings are vLLM's decoding",
+                    model_path, difference)
+
+
 def ram_folder() -> str | None:
     """/dev/shm (RAM-backed) where it exists and is writable: adapters go to vLLM without touching a disk."""
     return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -121,7 +141,11 @@ class VLLMEngine:
         self.model_path = resolve_model(self.model_settings.model)
         self.kwargs = llm_kwargs(self.model_settings, self.settings, self.model_path, accepted_engine_args(vllm))
         self.llm = vllm.LLM(**self.kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+        # Ours, not vLLM's (vLLM loads with AutoTokenizer): the sampler hands vLLM token ids made with it, so
+        # prompts, training and scoring share the file's ids; vLLM's own tokenizer only detokenises samples taken
+        # with stop strings, and warn_if_tokenizers_differ says when that could differ.
+        self.tokenizer = load_tokenizer(self.model_path)
+        warn_if_tokenizers_differ(self.llm.get_tokenizer(), self.model_path)
         self.sampler = VLLMSampler(lambda inputs, params, lora: self.llm.generate(inputs, params, lora_request=lora,
                                                                                  use_tqdm=False),
                                    self.tokenizer, remove_lora=lambda lora_id: self.llm.llm_engine.remove_lora(lora_id))
@@ -156,10 +180,12 @@ class VLLMEngine:
 
                 model = hf_model_on_vllm_weights(self.llm, self.model_path)
                 self.trainer = HFEngine(dataclasses.replace(self.model_settings, model=self.model_path, device="cuda"),
-                                        HFSettings(), model=model)
+                                        HFSettings(), model=model, tokenizer=self.tokenizer)
             else:
+                # The sampler's tokenizer for the copy too: its training ids must be the ids vLLM is prompted with.
                 train_path = self.settings.train_model or self.model_path
-                self.trainer = HFEngine(dataclasses.replace(self.model_settings, model=train_path, device="cuda"))
+                self.trainer = HFEngine(dataclasses.replace(self.model_settings, model=train_path, device="cuda"),
+                                        tokenizer=self.tokenizer)
         return self.trainer
 
     def train_adapter(self, name: str, examples: Sequence[TrainingText], settings: TrainSettings,

@@ -32,7 +32,9 @@ class PreflightError(ConfigError):
 
 
 def check_model_folder(model: str) -> list[str]:
-    if model == "tiny":
+    from .llm.tiny import TINY_STYLES
+
+    if model in TINY_STYLES:  # built here on first use
         return []
     from .kaggle_env import attached_models
 

@@ -58,9 +58,9 @@ def plan_gpu_memory(kind: str, model_settings: ModelSettings, settings, train_se
         return None
     if not torch.cuda.is_available():
         return None
-    from .tiny import tiny_model_path
+    from .tiny import resolve_model
 
-    folder = Path(tiny_model_path() if model_settings.model == "tiny" else model_settings.model)
+    folder = Path(resolve_model(model_settings.model))
     if not (folder / "config.json").is_file():
         return None
     free, total = torch.cuda.mem_get_info()

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from .tokenizers import load_tokenizer
 
@@ -52,7 +53,7 @@ LLAMA3_CHAT_TEMPLATE = (
 # NVARC's 13 word entries; the three special tokens follow as 13, 14, 15. "\u010a" is how byte-level tokenizers
 # write the newline byte ("Ċ"). NVARC kept only the tokens its data used: Qwen3's "\n\n" token was not one, so a
 # blank line cannot be encoded.
-NVARC_VOCAB = {**{str(d): d for d in range(10)}, "\u010a": 10, "user": 11, "assistant": 12}
+NVARC_VOCAB = MappingProxyType({**{str(d): d for d in range(10)}, "\u010a": 10, "user": 11, "assistant": 12})
 # The pre-tokenizer pattern of Qwen2/Qwen3 tokenizers, which NVARC's cut tokenizer kept: contractions, letters with
 # one leading non-letter, single digits, punctuation runs, newline runs, other whitespace.
 QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -83,7 +84,7 @@ LLAMA3 = TinyStyle("tiny-llama3", "bpe", LLAMA3_SPECIAL_TOKENS, eos_token="<|eot
                    bos_token="<|begin_of_text|>", chat_template=LLAMA3_CHAT_TEMPLATE, colour_names=True)
 # BARC's names for the ten colours, in colour order; grids are rows of them separated by spaces.
 COLOUR_NAMES = ("Black", "Blue", "Red", "Green", "Yellow", "Gray", "Pink", "Orange", "Purple", "Brown")
-TINY_STYLES = {style.name: style for style in (CHATML, NVARC, LLAMA3)}
+TINY_STYLES = MappingProxyType({style.name: style for style in (CHATML, NVARC, LLAMA3)})  # read-only: no module state
 
 
 @dataclass(frozen=True)

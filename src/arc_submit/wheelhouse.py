@@ -278,8 +278,9 @@ def resolve(pins: dict[str, str], constraints: Path, python_version: str, carrie
         done = subprocess.run(uv_compile_command(uv_binary(), wanted, held, python_version, index_args),
                               capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError("resolving the wheelhouse against the image's constraints failed: a package we add "
-                           "needs a version the image does not have. uv said:\n" + done.stderr[-4000:])
+        raise RuntimeError(f"resolving the wheelhouse for Python {python_version} on {UV_PLATFORM} against the "
+                           "image's constraints failed: a package we add needs a version the image does not have, "
+                           "or has no wheel for Kaggle. uv said:\n" + done.stderr[-4000:])
     return read_pins(done.stdout)
 
 

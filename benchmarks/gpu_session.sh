@@ -64,9 +64,11 @@ case $step in
     install_stack "${1:-}" ;;
   tests)
     out=$1; shift; mkdir -p "$out"
-    # One vLLM per process: the 4-bit engine's module runs in a pytest of its own.
-    python3 -m pytest -m gpu -p no:cacheprovider -q -o addopts= --timeout 900 --ignore tests/test_llm_gpu_4bit.py \
-      "$@" > "$out/gpu-tests.log" 2>&1; rc=$?
+    # One vLLM per process: the 4-bit engine's module runs in a pytest of its own. A test module that does not
+    # import (a branch's new test beside an older src, in a copied tree) is reported, not a stop to the GPU tests:
+    # seen 2026-12-03, two such modules interrupted the whole run before any GPU test ran.
+    python3 -m pytest -m gpu -p no:cacheprovider -q -o addopts= -rs --timeout 900 --continue-on-collection-errors \
+      --ignore tests/test_llm_gpu_4bit.py "$@" > "$out/gpu-tests.log" 2>&1; rc=$?
     python3 -m pytest -m gpu -p no:cacheprovider -q -o addopts= --timeout 900 tests/test_llm_gpu_4bit.py \
       >> "$out/gpu-tests.log" 2>&1; rc4=$?
     grep -E "passed|failed|error|Error" "$out/gpu-tests.log" | tail -n 30; exit $(( rc || rc4 )) ;;

@@ -292,7 +292,7 @@ def target_requirements(requires_dist: list[str] | None, python_version: str) ->
 
 
 def release_metadata(name: str, version: str) -> list[str] | None:
-    """Requires-Dist of one release, from its wheel's METADATA (PEP 658)."""
+    """Requires-Dist of one release, from its wheel's METADATA (wheel_metadata); None where it has no such wheel."""
     read = release_requirements(name).get(version)
     return read() if read else None
 

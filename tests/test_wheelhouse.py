@@ -206,3 +206,14 @@ def test_no_python_found_says_where_it_looked_and_how_to_point_at_one(tmp_path, 
     message = str(e.value)
     assert f"{tmp_path}/.pyenv/versions/2.9*/bin/python2.9" in message
     assert "make wheels-check KAGGLE_PYTHON_BIN=/path/to/python2.9" in message and "uv python install 2.9" in message
+
+
+def test_find_python_command_prints_the_interpreter_or_fails_with_the_fix(capsys):
+    """What `make wheels-check` runs: the path on stdout for the script, or exit 1 and the fix on stderr."""
+    from arc_submit.cli import main
+
+    exe, version = this_python()
+    assert main(["find-python", version, "--given", exe]) == 0
+    assert capsys.readouterr().out.strip() == exe
+    assert main(["find-python", "2.9", "--given", exe]) == 1
+    assert "point it at a python2.9" in capsys.readouterr().err

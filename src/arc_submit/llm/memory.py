@@ -45,7 +45,8 @@ V2_PROMPT_LOGIT_CHUNK = 1024  # model runner V2 (the default from 0.25 for dense
 # What we give vLLM's V1 runner, which builds the logits of every prompt position of a step at once: a step
 # holds at most max_num_batched_tokens positions, and vLLM's own default is 8192 on a card under 70 GiB but 16384
 # above (so an emulated L4 would not behave like a real one). 2048 bounds them at 6 x vocab x 2048 (1.7 GiB for
-# a 152k vocabulary) and still fills a step with 4 decodes of n=512.
+# a 152k vocabulary) and is still four times a decode step's 512 tokens (max_num_seqs); long prompts prefill in
+# chunks of it.
 V1_MAX_BATCHED_TOKENS = 2048
 GRAPHS_OUTSIDE_GIB = 1.2  # CUDA graphs where vLLM's profiler leaves them out (0.3-1.2 GiB in our logs)
 ESTIMATE_GRAPHS = "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"
@@ -175,6 +176,12 @@ def vllm_behaviour(version: str, environ: Mapping[str, str] | None = None, optio
     return VLLMBehaviour(version, v2, positions, graphs_outside and not enforce_eager, env, args)
 
 
+def outside_share_gib(training: float, scoring: float, graphs: float) -> float:
+    """Beyond vLLM's share: training or scoring (never at once, and one allocator reuses the other's memory), and
+    the CUDA graphs vLLM left outside."""
+    return max(training, scoring) + graphs
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     engine: str
@@ -190,8 +197,7 @@ class MemoryPlan:
 
     @property
     def outside_share_gib(self) -> float:
-        """Beyond vLLM's share: training or scoring (one at a time, one allocator), and graphs left outside."""
-        return max(self.training_gib, self.scoring_gib) + self.graphs_outside_gib
+        return outside_share_gib(self.training_gib, self.scoring_gib, self.graphs_outside_gib)
 
     @property
     def needed_gib(self) -> float:
@@ -236,11 +242,9 @@ def make_plan(engine: str, shape: ModelShape, free_bytes: int, total_bytes: int,
     else:
         scoring = PROMPT_LOGIT_BYTES * shape.vocab * vllm.prompt_logit_positions / GIB if vllm else 0.0
         graphs = GRAPHS_OUTSIDE_GIB if vllm and vllm.graphs_outside_share else 0.0
-        outside = MemoryPlan(engine, free, total, weights, copies, 0.0, training, 0.0, scoring,
-                             graphs).outside_share_gib
         # vLLM gets what is left once training or scoring (and, for the two-copy engine, the training copy) has
         # its room.
-        rest = free - CONTEXT_GIB - outside - (copies - 1) * weights
+        rest = free - CONTEXT_GIB - outside_share_gib(training, scoring, graphs) - (copies - 1) * weights
         share = vllm_share_gib if vllm_share_gib is not None else rest
         plan = MemoryPlan(engine, free, total, weights, copies, share - weights - OVERHEAD_GIB, training, share,
                           scoring, graphs)

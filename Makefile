@@ -11,7 +11,8 @@ KAGGLE_SOURCE_DIR ?= build/kaggle-source
 KAGGLE_WHEELS_DIR ?= build/kaggle-wheels
 KAGGLE_PYTHON ?= 3.12
 IMAGE_CONSTRAINTS ?= kaggle/image-constraints.txt
-KAGGLE_PYTHON_BIN ?= python$(KAGGLE_PYTHON)
+# wheels-check's interpreter; empty: the first Python $(KAGGLE_PYTHON) found on PATH, in pyenv or by uv
+KAGGLE_PYTHON_BIN ?=
 DRY_RUN_DIR ?= runs/dry-run
 DRY_RUN_TASKS ?= 8
 # Torch threads per process in the dry run: its share of the cores for each of the 2 CPU workers. Torch's default
@@ -71,17 +72,20 @@ kernel: install
 	@echo "push with: kaggle kernels push -p build/kaggle-kernel"
 
 # The offline wheelhouse for Kaggle's image: what kaggle/wheels-requirements.txt adds, resolved for Kaggle's Python
-# against what the image has (IMAGE_CONSTRAINTS, a `pip freeze` of a Kaggle notebook), downloading only the rest.
+# and platform by uv (no local Python $(KAGGLE_PYTHON) needed) against what the image has (IMAGE_CONSTRAINTS, a
+# `pip freeze` of a Kaggle notebook), downloading only the rest.
 wheels: install
 	$(BIN)/arc-submit wheels --requirements kaggle/wheels-requirements.txt --constraints $(IMAGE_CONSTRAINTS) \
-		--python $(KAGGLE_PYTHON) --resolver-python $(KAGGLE_PYTHON_BIN) --out $(KAGGLE_WHEELS_DIR)
+		--python $(KAGGLE_PYTHON) --out $(KAGGLE_WHEELS_DIR)
 	sed 's/arc-submit-source/arc-submit-wheels/; s/arc_submit source/arc_submit offline wheels/' \
 		dataset-metadata.json > $(KAGGLE_WHEELS_DIR)/dataset-metadata.json
 	@echo "upload with: kaggle datasets version -p $(KAGGLE_WHEELS_DIR) --dir-mode zip"
 
-# The wheelhouse installs offline, resolver on, into a fresh python$(KAGGLE_PYTHON) holding the image's packages.
-wheels-check:
-	scripts/check-wheelhouse.sh $(KAGGLE_PYTHON_BIN) $(KAGGLE_WHEELS_DIR) $(IMAGE_CONSTRAINTS)
+# The wheelhouse installs offline, resolver on, into a fresh python$(KAGGLE_PYTHON) holding the image's packages:
+# this needs a real Python $(KAGGLE_PYTHON) (`arc-submit find-python` says where it looked and how to point at one).
+wheels-check: install
+	py=$$($(BIN)/arc-submit find-python $(KAGGLE_PYTHON) --given "$(KAGGLE_PYTHON_BIN)") && \
+		scripts/check-wheelhouse.sh "$$py" $(KAGGLE_WHEELS_DIR) $(IMAGE_CONSTRAINTS) $(BIN)/uv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

@@ -2,6 +2,10 @@
 models of real shapes (Llama architecture with the published dimensions: tests/data/model_shapes/).
 
     python benchmarks/l4.py --shapes qwen2.5-0.5b qwen3-4b --engine hf --tasks 10 --minutes 3 --out OUT
+    python benchmarks/l4.py --shapes qwen3-4b --engine vllm --task-ids "$LONG" --solver-options '{"scorer": "augmented"}'
+
+LONG (LONG_PROMPT_TASKS below): the ARC-AGI-2 evaluation tasks whose transduction prompts with the tiny
+tokenizer come nearest 8192 tokens (scoring pairs of about 7-8k tokens: what stresses vLLM's prompt logits).
 
 Per shape: build the model on the GPU (bf16, the tiny tokenizer), then one worker with `emulate_gpu_gib: 22.3`
 runs transduction with test-time training at the 2025 winner's settings (LoRA rank 32, sequences up to 8192
@@ -27,6 +31,10 @@ from arc_submit.config import EngineConfig, RunConfig, SolverConfig  # noqa: E40
 from arc_submit.journal import read_events  # noqa: E402
 
 SHAPES = ROOT / "tests" / "data" / "model_shapes"
+# Longest prompt + answer budget with the tiny tokenizer, default prompt format (counted 2026-12-03): 981571dc
+# 8468+934 and d8e07eb2 7699+694 (over 8192: an example is dropped), 9aaea919 6597+934, b99e7126 6177+874,
+# 7c66cb00 5337+754, 0934a4d8 4861+76.
+LONG_PROMPT_TASKS = "981571dc,d8e07eb2,9aaea919,b99e7126,7c66cb00,0934a4d8"
 NVARC = dict(ttt_augmentations=16, ttt_epochs=1, lora_rank=32, lora_alpha=64, max_seq_len=8192, n_augmentations=8,
              learning_rate=1e-4)
 
@@ -70,15 +78,30 @@ def phases_from_log(log_path: Path) -> dict[str, list[float]]:
     return out
 
 
-def run_shape(name: str, engine: str, n_tasks: int, minutes: float, out: Path, options: dict) -> dict:
+def challenges_of(task_ids: str, out: Path) -> str:
+    """The named ARC-AGI-2 evaluation tasks as a challenges file (solutions beside it); none named: the dataset."""
+    if not task_ids:
+        return "arc-agi-2/evaluation"
+    from arc_submit.tasks import load_tasks, select_tasks, write_challenges
+
+    path = out / "l4_challenges.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_challenges(select_tasks(load_tasks("arc-agi-2/evaluation"), task_ids.split(","), "arc-agi-2/evaluation"),
+                     path, with_solutions=True)
+    return str(path)
+
+
+def run_shape(name: str, engine: str, n_tasks: int, minutes: float, out: Path, options: dict,
+              challenges: str = "arc-agi-2/evaluation", solver_options: dict | None = None) -> dict:
     from arc_submit.pipeline import run
 
     model = build_shaped_model(name, Path("/tmp/l4-models") / name)
-    config = RunConfig(challenges="arc-agi-2/evaluation", n_tasks=n_tasks, out_dir=str(out / name), workers=1,
+    config = RunConfig(challenges=challenges, n_tasks=n_tasks, out_dir=str(out / name), workers=1,
                        time_limit_s=minutes * 60 + 60, safety_margin_s=30, emulate_gpu_gib=22.3,
                        monitor_interval_s=1.0,
                        engine=EngineConfig(engine, str(model), {"max_model_len": 8192, **options}),
-                       solver=SolverConfig("transduction", dict(NVARC)), priority=["transduction"])
+                       solver=SolverConfig("transduction", {**NVARC, **(solver_options or {})}),
+                       priority=["transduction"])
     t0 = time.time()
     result = run(config)
     events = list(read_events(out / name / "journals"))
@@ -109,10 +132,15 @@ def main() -> None:
     p.add_argument("--out", default="runs/l4")
     p.add_argument("--engine-options", default="{}", help='more engine options as JSON, e.g. {"max_lora_rank": 32}')
     p.add_argument("--log", help="the file this run's stderr goes to (worker log lines), for the phase table")
+    p.add_argument("--task-ids", default="", help=f"ARC-AGI-2 evaluation task ids, comma-separated, instead of the "
+                   f"first --tasks (long prompts: {LONG_PROMPT_TASKS})")
+    p.add_argument("--solver-options", default="{}", help='transduction options over NVARC\'s, as JSON, e.g. '
+                   '{"scorer": "augmented"}')
     args = p.parse_args()
     out = Path(args.out)
-    rows = [run_shape(s, args.engine, args.tasks, args.minutes, out, json.loads(args.engine_options))
-            for s in args.shapes]
+    challenges = challenges_of(args.task_ids, out)
+    rows = [run_shape(s, args.engine, args.tasks, args.minutes, out, json.loads(args.engine_options), challenges,
+                      json.loads(args.solver_options)) for s in args.shapes]
     (out / "l4.json").write_text(json.dumps(rows, indent=1))
     print("| shape | engine | settled | OOM notes | load s | peak worker GPU MiB | peak RSS GiB | peak private GiB "
           "| wall s |")

@@ -270,7 +270,6 @@ def add_wheels(sub):
                    help="`pip freeze` of a Kaggle notebook: what the image has and must keep")
     p.add_argument("--python", default="3.12", help="Kaggle's Python version")
     p.add_argument("--out", default="build/kaggle-wheels", help="the wheelhouse folder (uploaded as a dataset)")
-    p.add_argument("--resolver-python", help="a Python of Kaggle's version to resolve with (default: python3.12)")
 
 
 def cmd_wheels(args) -> int:
@@ -278,14 +277,34 @@ def cmd_wheels(args) -> int:
 
     from .wheelhouse import build
 
-    summary = build(Path(args.requirements), Path(args.constraints), Path(args.out), args.python,
-                    args.resolver_python)
+    try:
+        summary = build(Path(args.requirements), Path(args.constraints), Path(args.out), args.python)
+    except RuntimeError as e:  # uv missing, or the resolution failed: the message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     for note in summary["notes"]:
         print(note)
     for carried in summary["carried"]:
         print(f"CARRIED ON PURPOSE: {carried}")
     print(f"{args.out}: {summary['downloaded']} wheels, {summary['size_mb']} MiB for Python {summary['python']}; "
           f"left to the image: {', '.join(summary['left_to_the_image']) or 'nothing'}")
+    return EXIT_OK
+
+
+def add_find_python(sub):
+    p = sub.add_parser("find-python", help="print an installed Python of a version (what `make wheels-check` uses)")
+    p.add_argument("version", help="major.minor, e.g. 3.12")
+    p.add_argument("--given", help="an interpreter to check instead of looking (KAGGLE_PYTHON_BIN)")
+
+
+def cmd_find_python(args) -> int:
+    from .wheelhouse import find_python
+
+    try:
+        print(find_python(args.version, args.given or None))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -403,6 +422,7 @@ COMMANDS = {
     "icecuber": (add_icecuber, cmd_icecuber),
     "execute": (add_execute, cmd_execute),
     "wheels": (add_wheels, cmd_wheels),
+    "find-python": (add_find_python, cmd_find_python),
     "check-kernel": (add_check_kernel, cmd_check_kernel),
 }
 

@@ -64,11 +64,17 @@ def plan_gpu_memory(kind: str, model_settings: ModelSettings, settings, train_se
     if not (folder / "config.json").is_file():
         return None
     free, total = torch.cuda.mem_get_info()
+    vllm = None
+    if kind == "vllm":  # what the installed version allocates outside its share (unsloth's vLLM: not modelled)
+        from .vllm_engine import installed_vllm_behaviour
+
+        vllm = installed_vllm_behaviour(settings)
     plan = make_plan(kind, ModelShape.from_folder(folder), free, total, max_model_len=model_settings.max_model_len,
                      train_seq_len=min(train_seq_len, model_settings.max_model_len), lora_rank=lora_rank,
                      four_bit=model_settings.load_in_4bit,
                      fast_inference=settings.fast_inference if isinstance(settings, UnslothSettings) else True,
-                     share_weights=settings.share_weights if isinstance(settings, VLLMSettings) else True)
+                     share_weights=settings.share_weights if isinstance(settings, VLLMSettings) else True,
+                     vllm=vllm)
     logging.getLogger(__name__).info("memory plan: %s", plan.describe())
     return plan
 

@@ -13,6 +13,11 @@ The adapter is written in peft format to a folder in RAM (/dev/shm where there i
 cache. Training adds the LoRA as separate modules and never writes the base weights, so CUDA graphs captured at
 start stay valid.
 
+GPU memory by version (memory.vllm_behaviour, read in vLLM's source): 0.19's V1 model runner builds the logits
+of every prompt position of a step at once, so the step is capped (max_num_batched_tokens); its profiler leaves
+CUDA graphs out of the share unless VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1, which is set. 0.25 needs
+neither. The memory plan counts the same behaviour, from the same function.
+
 Host RAM: older vLLM versions take `swap_space` (GiB of pinned host RAM per GPU, 4 by default) and we pass
 0; vLLM 0.11+ has no such argument (V1 recomputes preempted sequences), so it is detected, not assumed. KV and
 weight offloading to the CPU (`kv_offloading_size`, `cpu_offload_gb`) stay off.
@@ -34,6 +39,7 @@ from ..budget import Deadline
 from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
                      VLLMSettings, apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
+from .memory import VLLMBehaviour, vllm_behaviour
 from .tiny import resolve_model
 from .tokenizers import ids_difference, load_tokenizer
 from .training import count_tokens
@@ -65,8 +71,22 @@ def accepted_engine_args(vllm) -> set[str]:
     return names - {"self"}
 
 
-def llm_kwargs(model: ModelSettings, settings: VLLMSettings, model_path: str, accepted: set[str]) -> dict:
-    """The LLM(...) arguments for these settings, keeping only what this vLLM version accepts."""
+def installed_vllm_behaviour(settings: VLLMSettings) -> VLLMBehaviour | None:
+    """What the installed vLLM will do (memory.vllm_behaviour), from its package metadata without importing it
+    (the memory plan runs before the engine loads); None where vllm is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("vllm")
+    except PackageNotFoundError:
+        return None
+    return vllm_behaviour(installed, os.environ, settings.vllm_options, settings.enforce_eager)
+
+
+def llm_kwargs(model: ModelSettings, settings: VLLMSettings, model_path: str, accepted: set[str],
+               version_args: dict | None = None) -> dict:
+    """The LLM(...) arguments for these settings, keeping only what this vLLM version accepts. version_args: what
+    this version needs (VLLMBehaviour.engine_args); vllm_options override them."""
     wanted = dict(
         model=model_path, tokenizer=model_path, dtype="auto" if model.dtype == "auto" else model.dtype,
         seed=model.seed, gpu_memory_utilization=settings.gpu_memory_utilization,
@@ -84,6 +104,7 @@ def llm_kwargs(model: ModelSettings, settings: VLLMSettings, model_path: str, ac
     compilation.update(options.pop("compilation_config", None) or {})
     if compilation:
         wanted["compilation_config"] = compilation
+    wanted.update(version_args or {})
     wanted.update(options)
     kwargs = {k: v for k, v in wanted.items() if k in accepted}
     skipped = sorted(set(wanted) - set(kwargs))
@@ -138,8 +159,14 @@ class VLLMEngine:
             engine_core_in_process()
         vllm = import_vllm()
         t0 = time.time()
+        self.behaviour = vllm_behaviour(vllm.__version__, os.environ, self.settings.vllm_options,
+                                        self.settings.enforce_eager)
+        for name, value in self.behaviour.env.items():  # what the memory plan counted on; read when LLM() starts
+            os.environ.setdefault(name, value)
+        log.info("vllm memory behaviour: %s", self.behaviour.describe())
         self.model_path = resolve_model(self.model_settings.model)
-        self.kwargs = llm_kwargs(self.model_settings, self.settings, self.model_path, accepted_engine_args(vllm))
+        self.kwargs = llm_kwargs(self.model_settings, self.settings, self.model_path, accepted_engine_args(vllm),
+                                 self.behaviour.engine_args)
         self.llm = vllm.LLM(**self.kwargs)
         # Ours, not vLLM's (vLLM loads with AutoTokenizer): the sampler hands vLLM token ids made with it, so
         # prompts, training and scoring share the file's ids; vLLM's own tokenizer only detokenises samples taken

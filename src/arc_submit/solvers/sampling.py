@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PROBE_STEPS = 8
 PROBE_BATCH = 8
 GROWTH_LIMIT = 4
-PROBE_PROMPT = "Example 1\ninput:\n0120\n3450\noutput:\n"  # short: the decoding step with almost no context
+PROBE_TOKENS = 12  # the short probe prompt: the decoding step with almost no context
 MARGIN_S = 0.05  # time kept back for the bookkeeping after the last call
 SAFETY = 1.25  # predictions were up to 1.5× short for batches larger than any measured on a CPU
 
@@ -92,11 +92,15 @@ def probe_speed(engine: Engine, speed: SpeedModel, prompt: str, sampling: Sampli
                 adapter: Adapter | None = None) -> SpeedModel:
     """`speed` filled in by four short timed calls of `engine` when nothing is known yet (their text is thrown
     away): a few steps on a tiny prompt, alone (the bare step) and as a batch (its growth with the batch), one
-    token of `prompt` (≈ its processing), a few steps of a variant of `prompt` (a different first character, so a
-    prefix cache cannot serve it: the step at long context). Gives up, knowing nothing, if the deadline passes."""
+    token of `prompt` (≈ its processing), a few steps of a variant of `prompt` (without its first token, so a
+    prefix cache cannot serve it: the step at long context). Both variants are cut from `prompt`'s own tokens: a
+    model's vocabulary may hold nothing else (NVARC's has 16 tokens). Gives up, knowing nothing, if the deadline
+    passes."""
     if speed.step_s is not None:
         return speed
     quiet = replace(sampling, n=1, logprobs=False, stop=())
+    ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    short, uncached = engine.tokenizer.decode(ids[-PROBE_TOKENS:]), engine.tokenizer.decode(ids[1:])
 
     def timed(text: str, max_tokens: int, n: int = 1) -> tuple[float, int]:
         t0 = time.time()
@@ -104,9 +108,8 @@ def probe_speed(engine: Engine, speed: SpeedModel, prompt: str, sampling: Sampli
         out = engine.generate([text], replace(quiet, n=n, max_tokens=max_tokens, temperature=1.0), adapter)
         return time.time() - t0, max(max(g.n_tokens for g in out[0]), 1)
 
-    n_prompt, n_short = engine.count_tokens(prompt), engine.count_tokens(PROBE_PROMPT)
-    calls = [(PROBE_PROMPT, PROBE_STEPS, 1), (PROBE_PROMPT, PROBE_STEPS, PROBE_BATCH), (prompt, 1, 1),
-             ("~" + prompt, PROBE_STEPS, 1)]
+    n_prompt, n_short = engine.count_tokens(prompt), engine.count_tokens(short)
+    calls = [(short, PROBE_STEPS, 1), (short, PROBE_STEPS, PROBE_BATCH), (prompt, 1, 1), (uncached, PROBE_STEPS, 1)]
     timings = []
     for text, max_tokens, n in calls:
         if deadline.passed():  # a fresh engine's first call can be slow (kernels, caches)

@@ -322,10 +322,10 @@ def test_the_tiny_llama3_model_writes_headers_and_one_bos():
         assert prompt_ids(tok, "Black")[0] == tok.bos_token_id  # plain text gets the BOS from the post-processor
         assert round_trip_problems(tok, text) == []
         assert (tok.eos_token, tok.pad_token_id) == ("<|eot_id|>", tok.eos_token_id)
-        end = tok.eos_token  # an answer's completion ends with it, as text (prompts.transduction_target)
-        assert tokenize_text(tok, TrainingText.pair(text, "Pink" + end)).input_ids[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
-        adapter = engine.train_adapter("barc", [TrainingText.pair(text, "Pink Orange" + end),
-                                                TrainingText.pair(text, "Purple Brown" + end)],
+        pair = tokenize_text(tok, TrainingText.pair(text, "Pink<|eot_id|>"))
+        assert pair.input_ids[-1] == tok.eos_token_id and pair.input_ids.count(tok.bos_token_id) == 1
+        adapter = engine.train_adapter("barc", [TrainingText.pair(text, "Pink Orange<|eot_id|>"),
+                                                TrainingText.pair(text, "Purple Brown<|eot_id|>")],
                                        TrainSettings(epochs=6, lora_rank=4, lora_alpha=8, learning_rate=1e-2,
                                                      gradient_checkpointing=False))
         assert adapter.last_loss < adapter.first_loss

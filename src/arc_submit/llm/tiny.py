@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from .tokenizers import load_tokenizer
 
@@ -52,7 +53,7 @@ LLAMA3_CHAT_TEMPLATE = (
 # NVARC's 13 word entries; the three special tokens follow as 13, 14, 15. "\u010a" is how byte-level tokenizers
 # write the newline byte ("Ċ"). NVARC kept only the tokens its data used: Qwen3's "\n\n" token was not one, so a
 # blank line cannot be encoded.
-NVARC_VOCAB = {**{str(d): d for d in range(10)}, "\u010a": 10, "user": 11, "assistant": 12}
+NVARC_VOCAB = MappingProxyType({**{str(d): d for d in range(10)}, "\u010a": 10, "user": 11, "assistant": 12})
 # The pre-tokenizer pattern of Qwen2/Qwen3 tokenizers, which NVARC's cut tokenizer kept: contractions, letters with
 # one leading non-letter, single digits, punctuation runs, newline runs, other whitespace.
 QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -71,6 +72,7 @@ class TinyStyle:
     chat_template: str
     architecture: str = "llama"  # "llama" or "qwen3"
     extra_special_tokens: tuple[str, ...] = field(default=())  # tokenizer_config's additional_special_tokens
+    colour_names: bool = False  # the BPE also learns grids written as colour names (BARC's), so they cut short
 
 
 CHATML = TinyStyle("tiny", "bpe", SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
@@ -79,8 +81,10 @@ NVARC = TinyStyle("tiny-nvarc", "nvarc", SPECIAL_TOKENS, eos_token="<|im_end|>",
                   bos_token=None, chat_template=NVARC_CHAT_TEMPLATE, architecture="qwen3",
                   extra_special_tokens=("<|im_start|>", "<|im_end|>"))
 LLAMA3 = TinyStyle("tiny-llama3", "bpe", LLAMA3_SPECIAL_TOKENS, eos_token="<|eot_id|>", pad_token=None,
-                   bos_token="<|begin_of_text|>", chat_template=LLAMA3_CHAT_TEMPLATE)
-TINY_STYLES = {style.name: style for style in (CHATML, NVARC, LLAMA3)}
+                   bos_token="<|begin_of_text|>", chat_template=LLAMA3_CHAT_TEMPLATE, colour_names=True)
+# BARC's names for the ten colours, in colour order; grids are rows of them separated by spaces.
+COLOUR_NAMES = ("Black", "Blue", "Red", "Green", "Yellow", "Gray", "Pink", "Orange", "Purple", "Brown")
+TINY_STYLES = MappingProxyType({style.name: style for style in (CHATML, NVARC, LLAMA3)})  # read-only: no module state
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def _backend(vocab_size: int, style: TinyStyle):
         spec = json.loads(tok.to_str())
         spec["decoder"].update(add_prefix_space=False, trim_offsets=False, use_regex=False)
         return Tokenizer.from_str(json.dumps(spec))
-    tok = _trained_bpe(vocab_size, style.special_tokens)
+    tok = _trained_bpe(vocab_size, style.special_tokens, style.colour_names)
     if style.bos_token:
         bos = (style.bos_token, tok.token_to_id(style.bos_token))
         tok.post_processor = processors.TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A {bos[0]} $B",
@@ -166,7 +170,18 @@ def _backend(vocab_size: int, style: TinyStyle):
     return tok
 
 
-def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...]):
+def _colour_corpus() -> list[str]:
+    """Random grids in colour names: without them the BPE spells "Purple" in five tokens and a BARC prompt of a
+    real task runs to thousands of tokens, slow on a CPU."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    grids = ("\n".join(" ".join(COLOUR_NAMES[c] for c in row) for row in rng.integers(0, 10, size=(8, 8)))
+             for _ in range(40))
+    return [f"Here are the input and output grids:\n{g}\n" for g in grids]
+
+
+def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...], colour_names: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -177,7 +192,7 @@ def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...]):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + (_colour_corpus() if colour_names else []), trainer=trainer)
     return tok
 
 
@@ -213,6 +228,7 @@ def _recipe_hash(shape: TinyShape, seed: int, style: TinyStyle = CHATML) -> str:
     blob = {"v": RECIPE_VERSION, "shape": asdict(shape), "seed": seed, "corpus": _corpus(), "chat": CHAT_TEMPLATE}
     if style != CHATML:  # the default's hash (and so its cached folder) stays what it was before styles existed
         blob["style"] = asdict(style)
+        blob["colour corpus"] = _colour_corpus() if style.colour_names else []
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 

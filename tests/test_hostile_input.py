@@ -396,6 +396,7 @@ def test_adapters_of_hostile_task_ids_stay_in_the_adapter_folder(tmp_path, arc1_
     solvers name adapters through safe_file_name, so a task id `../../x` trains (and saves) inside the folder."""
     from arc_submit.budget import Deadline
     from arc_submit.llm import TrainSettings, make_engine
+    from arc_submit.llm.engine import TrainingText
     from arc_submit.solvers import SolverContext
     from arc_submit.solvers.transduction import TRANSDUCTION
     from arc_submit.tasks import Example, Task
@@ -403,7 +404,7 @@ def test_adapters_of_hostile_task_ids_stay_in_the_adapter_folder(tmp_path, arc1_
     engine = make_engine("hf", "tiny", max_batch_sequences=8)
     try:
         with pytest.raises(ValueError, match="not a plain file name"):
-            engine.train_adapter("transduction-../../x", [("a", "b")], TrainSettings(max_steps=1))
+            engine.train_adapter("transduction-../../x", [TrainingText.pair("a", "b")], TrainSettings(max_steps=1))
         grid = arc1_train["6150a2bd"].train[0].input
         task = Task("../../ESCAPED", tuple(Example(grid, grid[::-1]) for _ in range(2)), (Example(grid, grid[::-1]),))
         trained = []

@@ -113,7 +113,7 @@ def test_unsloth_engine_logic_on_a_stand_in(monkeypatch, arc1_train):
     engine = make_engine("unsloth", "tiny", device="cpu", fast_inference=False, max_batch_sequences=8)
     try:
         task = min((t for t in arc1_train.values() if len(t.train) >= 3), key=lambda t: t.cost_estimate())
-        pairs = transduction.training_pairs(task, [Augmentation()], engine, "plain", None, {})
+        pairs = transduction.training_texts(task, [Augmentation()], engine, ours, None, {})
         lora = dict(lora_rank=8, lora_alpha=16, learning_rate=3e-3, gradient_checkpointing=False)
         base = engine.score(pairs)
         first = engine.train_adapter("a", pairs, TrainSettings(epochs=4, **lora))

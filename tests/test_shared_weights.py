@@ -177,7 +177,11 @@ def test_four_bit_lora_training_leaves_vllms_bytes_untouched(tmp_path):
     tokenizer = build_tokenizer(512)
     engine = HFEngine(ModelSettings(model=path, device="cpu", dtype="bfloat16"),
                       model=hf_model_on_tensors(source, PACKED, path), tokenizer=tokenizer)
-    pairs = [("1 2 3 4", " 4 3 2 1"), ("5 6 7", " 7 6 5"), ("8 9 1 2", " 2 1 9 8")]
+    from arc_submit.llm.engine import TrainingText
+
+    end = tokenizer.eos_token
+    pairs = [TrainingText.pair("1 2 3 4", " 4 3 2 1" + end), TrainingText.pair("5 6 7", " 7 6 5" + end),
+             TrainingText.pair("8 9 1 2", " 2 1 9 8" + end)]
     adapter = engine.train_adapter("t", pairs, TrainSettings(epochs=12, lora_rank=4, lora_alpha=8,
                                                              learning_rate=1e-2))
     assert adapter.steps == 36 and adapter.last_loss < adapter.first_loss

@@ -85,12 +85,14 @@ class StandInFastLanguageModel:
         return AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype), AutoTokenizer.from_pretrained(model_name)
 
     @staticmethod
-    def get_peft_model(model, r, lora_alpha, lora_dropout, target_modules, bias, use_gradient_checkpointing,
-                       random_state, max_seq_length):
+    def get_peft_model(model, r, lora_alpha, lora_dropout, target_modules, use_rslora, bias,
+                       use_gradient_checkpointing, random_state, max_seq_length):
         from peft import LoraConfig, get_peft_model
 
+        # unsloth's own takes use_rslora too (NVARC passed use_rslora=True to it).
         return get_peft_model(model, LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                target_modules=target_modules, bias=bias, task_type="CAUSAL_LM"))
+                                                target_modules=target_modules, use_rslora=use_rslora, bias=bias,
+                                                task_type="CAUSAL_LM"))
 
     @staticmethod
     def for_training(model):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
-                     apply_memory_environment)
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, Search, SearchResult, TrainingText,
+                     TrainSettings, apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .hf_sampler import HFSampler
 from .tiny import resolve_model
@@ -116,6 +116,13 @@ class HFEngine:
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
+
+    def dfs(self, prompts: Sequence[str], search: Search, adapter: Adapter | None = None,
+            deadline: Deadline | None = None) -> SearchResult:
+        self.life.check_open()
+        model, ctx = self._active(adapter)
+        with ctx:
+            return self.sampler.dfs(model, prompts, search, deadline)
 
     def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""

@@ -212,6 +212,17 @@ class HFEngine:
         self.adapters.put(saved)
         return saved
 
+    def load_adapter(self, adapter: Adapter) -> Adapter:
+        """Load a saved adapter (`adapter.path`, peft format) under its name, as `train_adapter` would have left it:
+        the vLLM engine's trainer searches (dfs) with an adapter it trained and unloaded to vLLM."""
+        if adapter.path is None:
+            raise ValueError(f"adapter {adapter.name!r} was never saved; nothing to load")
+        self.life.check_open()
+        self.delete_adapter(adapter.name)
+        self._load_base_adapter(check_adapter_name(adapter.name), str(adapter.path))
+        self.adapters.put(adapter)
+        return adapter
+
     def unload_adapter(self, name: str) -> None:
         """Free the adapter's weights here but keep its saved folder (another engine serves it from disk)."""
         self.adapters.pop(name)

@@ -10,6 +10,7 @@ finds, and the same adapter gives the same answers whatever the batch and the ca
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from types import SimpleNamespace
@@ -283,3 +284,29 @@ def test_the_same_adapter_gives_the_same_answers_whatever_the_batch_and_compacti
     assert np.allclose([g.cumulative_logprob for g in batched.completions[1]],
                        [g.cumulative_logprob for g in alone.completions[0]], atol=1e-4)
     assert [g.token_ids for g in batched.completions[0]] == [g.token_ids for g in batched.completions[2]]
+
+
+def test_the_vllm_engine_searches_on_its_trainer_with_the_adapter_it_serves(engine, mixture, tmp_path):
+    """vllm's dfs runs on its trainer (with share_weights, the transformers view of vLLM's own weights), loading
+    the task's adapter from the folder vLLM serves it from for the search only. No vLLM here: the engine is a
+    TEST DOUBLE made without its constructor, its trainer the tiny hf engine, as `_trainer()` would hold one."""
+    from arc_submit.llm.engine_parts import AdapterHandles, EngineLife
+    from arc_submit.llm.vllm_engine import VLLMEngine
+
+    prompt, adapter = mixture
+    settings = Search(min_prob=0.05, max_tokens=8)
+    reference = engine.dfs([prompt], settings, adapter)
+    saved = engine.save_adapter(adapter, tmp_path)
+    engine.unload_adapter(adapter.name)  # what VLLMEngine.train_adapter leaves: the weights only in the folder
+    vllm_double = VLLMEngine.__new__(VLLMEngine)
+    vllm_double.trainer, vllm_double.adapters, vllm_double.life = engine, AdapterHandles(), EngineLife()
+    vllm_double.adapters.put(saved)
+    try:
+        found = vllm_double.dfs([prompt], settings, saved)
+        assert [(g.token_ids, g.cumulative_logprob) for g in found.completions[0]] == \
+            [(g.token_ids, g.cumulative_logprob) for g in reference.completions[0]]
+        assert adapter.name not in engine.adapters  # unloaded after the search
+        with pytest.raises(KeyError, match="not loaded in this engine"):
+            vllm_double.dfs([prompt], settings, dataclasses.replace(saved, name="other"))
+    finally:
+        engine.load_adapter(saved)  # the module's other tests keep their adapter

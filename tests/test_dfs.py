@@ -310,3 +310,38 @@ def test_the_vllm_engine_searches_on_its_trainer_with_the_adapter_it_serves(engi
             vllm_double.dfs([prompt], settings, dataclasses.replace(saved, name="other"))
     finally:
         engine.load_adapter(saved)  # the module's other tests keep their adapter
+
+
+def test_the_time_budget_predicts_a_search_and_refits_it_to_what_searches_took():
+    from arc_submit.solvers.sampling import SpeedModel, predict_search_seconds
+
+    speed = SpeedModel(prefill_s=1e-4, step_s=0.01, context_s=1e-6, batch_growth=0.1)
+    tokens = [500] * 8
+    assert predict_search_seconds(SpeedModel(), tokens, 40, 8) == 0.0  # never probed: nothing known
+    one_batch = predict_search_seconds(speed, tokens, 40, 8)
+    assert one_batch == pytest.approx(1e-4 * 4000 + 1.5 * 40 * (0.01 + 1e-6 * 540) * (1 + 0.1 * 7))
+    assert predict_search_seconds(speed, tokens, 40, 4) == pytest.approx(
+        2 * (1e-4 * 2000 + 1.5 * 40 * (0.01 + 1e-6 * 540) * (1 + 0.1 * 3)))
+    # A sure model's searches take about its answer's length in steps: the prediction follows them down.
+    for _ in range(6):
+        speed.observe_search(0.4 + 20 * 0.02, tokens, steps=20, max_tokens=40)
+    assert speed.search_steps_per_token == pytest.approx(0.5, abs=0.02)
+    assert speed.search_step_scale == pytest.approx(0.02 / ((0.01 + 1e-6 * 540) * 1.7), rel=0.05)
+    assert predict_search_seconds(speed, tokens, 40, 8) < one_batch
+
+
+def test_views_are_searched_in_batches_in_order_and_none_after_the_deadline(engine, mixture):
+    import time
+
+    from arc_submit.budget import Deadline
+    from arc_submit.solvers.sampling import SpeedModel, search_within
+
+    prompt, adapter = mixture
+    speed = SpeedModel.for_engine(engine)
+    settings = Search(min_prob=0.05, max_tokens=8)
+    run = search_within(engine, speed, [prompt] * 3, settings, adapter, Deadline.in_seconds(600), views_per_batch=2)
+    assert run.calls == 2 and not run.stopped_by_deadline
+    assert len({tuple(g.token_ids for g in gens) for gens in run.generations}) == 1 and run.generations[0]
+    assert all(m == pytest.approx(sum(math.exp(g.cumulative_logprob) for g in run.generations[0])) for m in run.masses)
+    late = search_within(engine, speed, [prompt] * 3, settings, adapter, Deadline(time.time() - 1), views_per_batch=2)
+    assert late.stopped_by_deadline and late.calls == 0 and late.masses == [None] * 3 and late.generations == [[]] * 3

@@ -280,7 +280,7 @@ def search_within(engine: Engine, speed: SpeedModel, prompts: Sequence[str], sea
         t0 = time.time()
         found = engine.dfs([prompts[i] for i in batch], search, adapter, Deadline(deadline.at - MARGIN_S))
         seconds = time.time() - t0
-        if found.complete and all(found.complete):  # a cut search says nothing of how long a whole one takes
+        if all(found.complete):  # a cut search says nothing of how long a whole one takes
             speed.observe_search(seconds, [tokens[i] for i in batch], found.steps, search.max_tokens)
         log.debug("dfs: %d prompts, %d steps in %.2fs", len(batch), found.steps, seconds)
         for k, i in enumerate(batch):
@@ -292,6 +292,6 @@ def search_within(engine: Engine, speed: SpeedModel, prompts: Sequence[str], sea
             out.stopped_by_deadline = True
             break
     if out.stopped_by_deadline:
-        log.info("dfs stopped by the deadline: %d of %d prompts searched to the end", sum(
+        log.info("dfs stopped by the deadline: %d of %d prompts searched (the last batch cut short)", sum(
             1 for m in out.masses if m is not None), len(prompts))
     return out

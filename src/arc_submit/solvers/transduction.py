@@ -10,9 +10,13 @@ a published model was trained on). Per task:
    examples; a view whose prompt still does not fit is dropped. Each drop is logged.
 2. adapter reset + training: a fresh LoRA for this task, trained until its steps are done or `train_fraction`
    of the task's time is used, whichever comes first.
-3. sampling: every view of every test input, in calls sized to the time left (solvers.sampling).
+3. decoding (`decoding`): greedy or sampled, every view of every test input, in calls sized to the time left
+   (solvers.sampling); or dfs, every answer of each view whose probability is at least `min_prob` (llm/dfs.py),
+   views searched in batches, stopped by the deadline with what it found.
 4. voting: each answer is mapped back through its view's inverse; equal grids pool their votes. Candidates are
-   ranked by votes, then by mean token log-probability, and emitted at once.
+   ranked by votes, then by mean token log-probability, and emitted at once. With dfs a grid's support is the
+   share of views that found it, and a note says per test input how many candidates and how much probability
+   the search found (the report shows it).
 5. scoring (scorer augmented or product): the best-voted grids re-ranked by the adapter's augmented
    log-probability, and emitted again. A task killed or out of memory while scoring keeps its votes.
 The adapter is deleted at the end, so the next task starts from the base model.
@@ -59,7 +63,9 @@ class TransductionOptions:
     decoding: Literal["greedy", "sample", "dfs"] | None = None
     min_prob: float = 0.1  # dfs: the least probability (end token included) an answer of one view must have
     max_candidates_per_view: int = 8  # dfs: the most probable answers kept per view (the search bound rises to them)
-    views_per_batch: int = 16  # dfs: views searched together, one KV cache row each (memory grows with it)
+    # dfs: views searched together, one KV cache row each: GPU memory grows with views × (prompt + answer) tokens
+    # (8 views of 8k tokens of a Qwen3-4B: 9 GiB), beside the weights, in the room training uses.
+    views_per_batch: int = 8
     samples_per_augmentation: int = 1  # samples per view (1 at temperature 0: greedy samples are all the same)
     temperature: float = 0.0
     top_p: float = 1.0
@@ -105,8 +111,9 @@ class TransductionOptions:
         if not 0 < self.min_prob < 1:  # also False for NaN
             raise ValueError(f"option min_prob={self.min_prob!r} must be in (0, 1): the probability an answer of one "
                              f"view must reach to be kept by decoding: dfs (the winners used about 0.1)")
-        check_at_least("max_candidates_per_view", self.max_candidates_per_view, 1)
-        check_at_least("views_per_batch", self.views_per_batch, 1)
+        for name in ("max_candidates_per_view", "views_per_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"option {name}={getattr(self, name)!r} must be at least 1")
         if self.decoding == "greedy" and self.temperature > 0:
             raise ValueError(f"option decoding=greedy with temperature={self.temperature}: greedy takes temperature 0; "
                              f"set decoding: sample to sample at that temperature")

@@ -301,9 +301,9 @@ class Engine(Protocol):
 
     def dfs(self, prompts: Sequence[str], search: Search, adapter: Adapter | None = None,
             deadline: Deadline | None = None) -> SearchResult:
-        """For each prompt, every completion above `search.min_prob` (llm/dfs.py), prompts searched together in
-        batches; at the deadline it stops with what it found. Raises ValueError, naming the alternatives, on an
-        engine that cannot search."""
+        """For each prompt, every completion at or above `search.min_prob` (llm/dfs.py), the most probable
+        `search.max_candidates` of them; prompts searched together in batches; at the deadline it stops with what
+        it found."""
         ...
 
     def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:

@@ -94,7 +94,6 @@ class SpeedModel:
         else:
             self.batch_growth = max(0.0, per_step / single - 1) / (sequences - 1)
 
-
     def predict_search(self, prompt_tokens: Sequence[int], max_tokens: int) -> float:
         """Seconds one dfs call over these prompts should take: each prompt processed once, then the steps."""
         steps = self.search_steps_per_token * max_tokens

@@ -104,7 +104,7 @@ class SpeedModel:
         """Refit the search terms to a finished dfs call (damped: one task's certainty says little of the next)."""
         ratio = steps / max(max_tokens, 1)
         self.search_steps_per_token = 0.5 * self.search_steps_per_token + 0.5 * max(ratio, 0.1)
-        if steps:
+        if steps and self.step_s is not None:  # unprobed (no training before it): no decoding step to scale
             per_step = max(seconds - self.prefill_s * sum(prompt_tokens), 0.0) / steps
             decoding = self.step(max(prompt_tokens) + max_tokens, len(prompt_tokens))
             scale = min(max(per_step / max(decoding, 1e-9), 0.25), 8.0)

@@ -171,6 +171,7 @@ class KVDecoder:
         self.columns: list[list[int]] = [[] for _ in prompt_ids]  # where each path token sits in the cache
         self.retired: set[int] = set()
         self.cache = None
+        self.arguments = _forward_arguments(model)
         self.mask = None  # [rows, width] long: 1 where a row may attend
         self.allowed = None
         if allowed is not None:
@@ -218,7 +219,7 @@ class KVDecoder:
     def _forward(self, input_ids, positions, last_only: bool = False):
         """One forward with the cache; transformers 5.2x calls it `cache` (`past_key_values` before), and only the
         last position's logits are wanted after a prompt (a 150k vocabulary over 8k prompt tokens would not fit)."""
-        names = _forward_arguments(self.model)
+        names = self.arguments
         kwargs = dict(input_ids=input_ids, attention_mask=self.mask, position_ids=positions, use_cache=True)
         if self.cache is not None:
             kwargs["cache" if "cache" in names else "past_key_values"] = self.cache

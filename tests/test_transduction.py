@@ -3,6 +3,7 @@ come out right, votes are pooled through inverse augmentations, the deadline is 
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -168,3 +169,30 @@ def test_augmented_scorer_ranks_the_answer_first_among_plausible_distractors(eng
         assert len({t for t, _, _ in items}) == 1 and len(items) == 4  # every view took part
     finally:
         engine.delete_adapter(adapter)
+
+
+def test_dfs_decoding_after_training_ranks_the_answer_first_and_notes_what_it_found(engine, context, colour_swap_task):
+    """decoding: dfs through the whole solver: the answers above min_prob go through the same voting, are
+    emitted, and the worker hears per test input how many candidates and how much probability were found."""
+    task = colour_swap_task
+    full = engine.count_tokens(prompts.transduction_prompt(OURS, task.train, task.test[0].input, engine.tokenizer).text)
+    notes, emitted = [], []
+    watched = SolverContext(engine, context.speed, note=lambda *n: notes.append(n), emit=emitted.append)
+    # lm_head in the LoRA: the answer then gets most of the probability, not just each step's argmax (the plain
+    # LEARN settings answer right greedily at a probability of about e^-40, below any useful min_prob).
+    confident = dict(LEARN, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj", "lm_head"])
+    result = transduction.run(task, Deadline.in_seconds(600), watched,
+                              options(**confident, max_prompt_tokens=full - 1, decoding="dfs", min_prob=0.05))
+    assert "search" in result.phases and "sampling" not in result.phases
+    best = result.candidates[0][0]
+    assert np.array_equal(best.grid, task.test[0].output)
+    assert best.support == 1.0 and best.count == 1  # found by the one view searched
+    assert result.samples == sum(len(c) for c in result.candidates) and result.parsed == result.samples
+    assert emitted == [result.candidates]
+    (found,) = result.found
+    assert found["candidates"] == len(result.candidates[0]) and found["views"] == 1
+    assert math.exp(best.score * engine.count_tokens(prompts.transduction_target(OURS, best.grid, engine.tokenizer))) \
+        <= found["mass"] + 1e-6 <= 1 + 1e-6
+    assert notes == [(task.id, "dfs", f"test 0: {found['candidates']} candidates, p mass {found['mass']:.2f} over 1 views")]
+    assert not engine.adapters  # deleted, as after sampling

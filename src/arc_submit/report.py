@@ -83,6 +83,11 @@ def attempt_precision(tasks: Mapping[str, Task], choices: Mapping[str, Sequence[
             for solver, c in sorted(tally.items())]
 
 
+# Notes whose text the table shows: dfs's candidates and probability mass found per test input (transduction's
+# `decoding: dfs`); other notes (an out-of-memory fallback) show their kind only.
+SHOWN_NOTES = frozenset({"dfs"})
+
+
 def per_solver_cell(rec: TaskRecord | None) -> str:
     """'induction 12.3s 4 cands, transduction 20.1s 8 cands' from the solver events; notes (OOM) appended."""
     if rec is None:
@@ -93,6 +98,8 @@ def per_solver_cell(rec: TaskRecord | None) -> str:
             parts.append(f"{e.get('solver')} {e.get('seconds', 0):.1f}s {e.get('candidates', 0)} cands")
         elif e["event"] in ("solver-error", "solver-skipped"):
             parts.append(f"{e.get('solver')} {e['event'].split('-')[1]}")
+        elif e["event"] == "note" and e.get("kind") in SHOWN_NOTES:
+            parts.append(f"{e.get('kind')}: {e.get('text')}")
         elif e["event"] == "note":
             parts.append(f"note: {e.get('kind')}")
     return ", ".join(parts)

@@ -78,6 +78,9 @@ class ScriptedProgramEngine:
     def score(self, pairs, adapter=None):
         raise NotImplementedError("the induction solver does not score")
 
+    def dfs(self, prompts, search, adapter=None, deadline=None):
+        raise NotImplementedError("the induction solver does not search answers (decoding: dfs is transduction's)")
+
     def close(self) -> None:
         pass
 
@@ -109,6 +112,9 @@ class ScoreReplaced:
 
     def score(self, pairs, adapter: Adapter | None = None):
         return self._score(pairs, adapter)
+
+    def dfs(self, prompts, search, adapter: Adapter | None = None, deadline=None):
+        return self.inner.dfs(prompts, search, adapter, deadline)
 
     def train_adapter(self, name: str, examples, settings: TrainSettings, deadline=None) -> Adapter:
         return self.inner.train_adapter(name, examples, settings, deadline)

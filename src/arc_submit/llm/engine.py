@@ -70,6 +70,42 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Search:
+    """Depth-first search over answers (llm/dfs.py): every completion of a prompt whose probability, end token
+    included, is at least `min_prob`, the `max_candidates` most probable of them, each at most `max_tokens` tokens
+    (end token included, as Sampling.max_tokens counts it); a branch still open at max_tokens is dropped.
+
+    `tokens` restricts the tokens a branch may continue with (NVARC searched only its grid tokens); the
+    probabilities stay those of the whole vocabulary. None: every token. The end token is always allowed."""
+    min_prob: float = 0.1
+    max_tokens: int = 1024
+    max_candidates: int = 8
+    tokens: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if not 0 < self.min_prob < 1:
+            raise ValueError(f"Search.min_prob must be in (0, 1), got {self.min_prob}")
+        if self.max_tokens < 1:
+            raise ValueError(f"Search.max_tokens must be at least 1, got {self.max_tokens}")
+        if self.max_candidates < 1:
+            raise ValueError(f"Search.max_candidates must be at least 1, got {self.max_candidates}")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What `Engine.dfs` found: per prompt, its completions (most probable first; `finished` always True,
+    `cumulative_logprob` always set), and how the search went."""
+    completions: list[list[Generation]]
+    complete: list[bool]  # per prompt: its search ran out of branches (False: the deadline stopped it)
+    steps: int  # batched forward passes after the prompts' (one new token per live prompt each)
+    stopped_by_deadline: bool
+
+    def mass(self, i: int) -> float:
+        """Probability of prompt i's answers found: the share of the model's answers they cover."""
+        return float(sum(math.exp(g.cumulative_logprob) for g in self.completions[i]))
+
+
+@dataclass(frozen=True)
 class TrainingText:
     """One training sequence: its text in segments, in order, each carrying the loss or not.
 
@@ -261,6 +297,13 @@ class Engine(Protocol):
     def generate(self, prompts: Sequence[str], sampling: Sampling,
                  adapter: Adapter | None = None) -> list[list[Generation]]:
         """For each prompt, `sampling.n` samples, in prompt order."""
+        ...
+
+    def dfs(self, prompts: Sequence[str], search: Search, adapter: Adapter | None = None,
+            deadline: Deadline | None = None) -> SearchResult:
+        """For each prompt, every completion at or above `search.min_prob` (llm/dfs.py), the most probable
+        `search.max_candidates` of them; prompts searched together in batches; at the deadline it stops with what
+        it found."""
         ...
 
     def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:

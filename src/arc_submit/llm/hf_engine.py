@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
-                     apply_memory_environment)
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, Search, SearchResult, TrainingText,
+                     TrainSettings, apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name
 from .hf_sampler import HFSampler
 from .tiny import resolve_model
@@ -117,6 +117,13 @@ class HFEngine:
         with ctx:
             return self.sampler.generate(model, prompts, sampling)
 
+    def dfs(self, prompts: Sequence[str], search: Search, adapter: Adapter | None = None,
+            deadline: Deadline | None = None) -> SearchResult:
+        self.life.check_open()
+        model, ctx = self._active(adapter)
+        with ctx:
+            return self.sampler.dfs(model, prompts, search, deadline)
+
     def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
         self.life.check_open()
@@ -204,6 +211,17 @@ class HFEngine:
         saved = replace(adapter, path=path)
         self.adapters.put(saved)
         return saved
+
+    def load_adapter(self, adapter: Adapter) -> Adapter:
+        """Load a saved adapter (`adapter.path`, peft format) under its name, as `train_adapter` would have left it:
+        the vLLM engine's trainer searches (dfs) with an adapter it trained and unloaded to vLLM."""
+        if adapter.path is None:
+            raise ValueError(f"adapter {adapter.name!r} was never saved; nothing to load")
+        self.life.check_open()
+        self.delete_adapter(adapter.name)
+        self._load_base_adapter(check_adapter_name(adapter.name), str(adapter.path))
+        self.adapters.put(adapter)
+        return adapter
 
     def unload_adapter(self, name: str) -> None:
         """Free the adapter's weights here but keep its saved folder (another engine serves it from disk)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .engine import Generation, Sampling
+from ..budget import Deadline
+from .engine import Generation, Sampling, Search, SearchResult
 from .engine import TrainingText
 from .training import TokenizedText, completion_logprobs, prompt_ids, tokenize_text
 
@@ -110,6 +111,17 @@ class HFSampler:
                 logprobs[k] = total
         for k, (tokens, text, finished) in enumerate(samples):
             results[batch[k // per_prompt][0]].append(Generation(text, len(tokens), finished, logprobs[k], tuple(tokens)))
+
+    def dfs(self, model, prompts: Sequence[str], search: Search, deadline: Deadline | None = None) -> SearchResult:
+        """Depth-first search over answers (llm/dfs.py) on `model`, max_batch_sequences prompts per batch (each
+        prompt is one KV cache row, processed once)."""
+        import torch
+
+        from .dfs import run_dfs
+
+        with torch.inference_mode():
+            return run_dfs(model, self.tokenizer, self.device, [prompt_ids(self.tokenizer, p) for p in prompts],
+                           search, deadline, self.max_batch_sequences)
 
     def score(self, model, pairs: Sequence[TrainingText]) -> list[float]:
         """Sum of log p over each text's trained segments (an answer's end token included: it penalises an answer

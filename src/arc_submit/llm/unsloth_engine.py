@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, ModelSettings, Sampling, TrainingText, TrainSettings, UnslothSettings,
-                     apply_memory_environment)
+from .engine import (Adapter, Generation, ModelSettings, Sampling, Search, SearchResult, TrainingText, TrainSettings,
+                     UnslothSettings, apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
 from .hf_engine import pick_device_and_dtype
 from .hf_sampler import HFSampler, prepare_tokenizer
@@ -83,6 +83,7 @@ class UnslothEngine:
         self._live: str | None = None  # the adapter whose weights are in the LoRA now
         self._saved_dir = Path(self.settings.adapter_dir or tempfile.mkdtemp(prefix="arc-unsloth-adapters-"))
         self.life = EngineLife()
+        self._searcher: HFSampler | None = None  # dfs on the transformers model (made at the first search)
         if self.fast_inference:  # unsloth's own vLLM, on the same weights, serving saved adapters
             from .vllm_sampler import VLLMSampler
 
@@ -189,6 +190,22 @@ class UnslothEngine:
         model, ctx = self._active(adapter)
         with ctx:
             return self.sampler.score(model, pairs)
+
+    def dfs(self, prompts: Sequence[str], search: Search, adapter: Adapter | None = None,
+            deadline: Deadline | None = None) -> SearchResult:
+        """Depth-first search on the transformers model unsloth trains (one batched forward per step, llm/dfs.py),
+        with fast_inference too: vLLM's generate cannot branch. That model holds the latest task's LoRA only."""
+        self.life.check_open()
+        if adapter is not None and (adapter.name not in self.adapters or adapter.name != self._live):
+            raise KeyError(f"adapter {adapter.name!r} is not on the transformers model: unsloth keeps only the latest "
+                           f"task's LoRA there (now {self._live!r}), and dfs searches on it")
+        if self._searcher is None:
+            self._searcher = HFSampler(self.tokenizer, self.device, self.settings.max_batch_sequences)
+        model = self.model if self.peft_model is None else self.peft_model
+        ctx = self.peft_model.disable_adapter() if adapter is None and self.peft_model is not None \
+            else contextlib.nullcontext()
+        with ctx:
+            return self._searcher.dfs(model, prompts, search, deadline)
 
     def delete_adapter(self, adapter: Adapter | str) -> None:
         # The resident LoRA is not removed (the next task re-initialises it); its handle and files go.

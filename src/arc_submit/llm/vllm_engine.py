@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..budget import Deadline
-from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, TrainingText, TrainSettings,
-                     VLLMSettings, apply_memory_environment)
+from .engine import (Adapter, Generation, HFSettings, ModelSettings, Sampling, Search, SearchResult, TrainingText,
+                     TrainSettings, VLLMSettings, apply_memory_environment)
 from .engine_parts import AdapterHandles, EngineLife, check_adapter_name, handle_name, vllm_lora_problem
 from .memory import VLLMBehaviour, vllm_behaviour
 from .tiny import resolve_model
@@ -197,6 +197,26 @@ class VLLMEngine:
     def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
         self.life.check_open()
         return self.sampler.score(pairs, adapter_name(adapter))
+
+    def dfs(self, prompts: Sequence[str], search: Search, adapter: Adapter | None = None,
+            deadline: Deadline | None = None) -> SearchResult:
+        """Depth-first search (llm/dfs.py) on the transformers model training uses: with share_weights, views of
+        vLLM's own weights, so no second copy. The task's adapter is loaded there from the folder vLLM serves it
+        from, for this search only. Why not vLLM itself: its generate cannot branch, so each branch point would be
+        a request of its own (prefix caching saves the prompt, not the per-request scheduling); the transformers
+        path is the hf engine's code, tested on CPU. Its KV cache lives outside vLLM's pool, in the room the
+        memory plan keeps for training (the search runs between training and scoring, never beside them)."""
+        self.life.check_open()
+        trainer = self._trainer()
+        if adapter is None:
+            return trainer.dfs(prompts, search, None, deadline)
+        if adapter.name not in self.adapters:
+            raise KeyError(f"adapter {adapter.name!r} is not loaded in this engine (deleted, or trained elsewhere)")
+        loaded = trainer.load_adapter(adapter)
+        try:
+            return trainer.dfs(prompts, search, loaded, deadline)
+        finally:
+            trainer.unload_adapter(adapter.name)
 
     def _trainer(self):
         if self.trainer is None:

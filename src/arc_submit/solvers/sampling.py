@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from ..budget import Deadline
-from ..llm.engine import Generation, Sampling
+from ..llm.engine import Generation, Sampling, Search
 
 if TYPE_CHECKING:
     from ..llm.engine import Adapter, Engine
@@ -48,6 +48,13 @@ class SpeedModel:
     context_s: float = 0.0  # seconds each token of context adds to a decoding step
     batch_growth: float = 0.0  # relative growth of a decoding step per further sequence in the batch
     largest_work: int = 0  # sequences × max_tokens of the largest call made
+    # Depth-first search (decoding: dfs) is one forward of one new token per searching prompt per step, like a
+    # decoding step of that many sequences; how many steps a search takes depends on how sure the model is. Both
+    # refitted after each search: forwards per token of max_tokens (a sure model ≈ its answer's share of
+    # max_tokens; every branch explored adds its length), and a search step's seconds over a decoding step's
+    # (the search's own bookkeeping per step).
+    search_steps_per_token: float = 1.5
+    search_step_scale: float = 1.0
 
     @classmethod
     def for_engine(cls, engine: Engine) -> "SpeedModel":
@@ -86,6 +93,22 @@ class SpeedModel:
             self.context_s *= factor
         else:
             self.batch_growth = max(0.0, per_step / single - 1) / (sequences - 1)
+
+    def predict_search(self, prompt_tokens: Sequence[int], max_tokens: int) -> float:
+        """Seconds one dfs call over these prompts should take: each prompt processed once, then the steps."""
+        steps = self.search_steps_per_token * max_tokens
+        return (self.prefill_s * sum(prompt_tokens)
+                + steps * self.search_step_scale * self.step(max(prompt_tokens) + max_tokens, len(prompt_tokens)))
+
+    def observe_search(self, seconds: float, prompt_tokens: Sequence[int], steps: int, max_tokens: int) -> None:
+        """Refit the search terms to a finished dfs call (damped: one task's certainty says little of the next)."""
+        ratio = steps / max(max_tokens, 1)
+        self.search_steps_per_token = 0.5 * self.search_steps_per_token + 0.5 * max(ratio, 0.1)
+        if steps and self.step_s is not None:  # unprobed (no training before it): no decoding step to scale
+            per_step = max(seconds - self.prefill_s * sum(prompt_tokens), 0.0) / steps
+            decoding = self.step(max(prompt_tokens) + max_tokens, len(prompt_tokens))
+            scale = min(max(per_step / max(decoding, 1e-9), 0.25), 8.0)
+            self.search_step_scale = 0.5 * self.search_step_scale + 0.5 * scale
 
 
 def probe_speed(engine: Engine, speed: SpeedModel, prompt: str, sampling: Sampling, deadline: Deadline,
@@ -219,3 +242,58 @@ def generate_within(engine: Engine, speed: SpeedModel, prompts: Sequence[str], n
 def greedy_copies(n: int, temperature: float) -> int:
     """Samples worth drawing per prompt: at temperature 0 every sample is the same text, so one."""
     return 1 if temperature == 0 else max(int(n), 0)
+
+
+def predict_search_seconds(speed: SpeedModel, prompt_tokens: Sequence[int], max_tokens: int,
+                           views_per_batch: int) -> float:
+    """Time searching every prompt (decoding: dfs) should take, in batches of views_per_batch (0 when the
+    engine was never probed)."""
+    if speed.step_s is None or not prompt_tokens:
+        return 0.0
+    size = max(views_per_batch, 1)
+    return sum(speed.predict_search(prompt_tokens[i:i + size], max_tokens) for i in range(0, len(prompt_tokens), size))
+
+
+@dataclass
+class SearchWithin:
+    generations: list[list[Generation]]  # per prompt: its answers found, most probable first (none if not searched)
+    masses: list[float | None]  # per prompt: their total probability; None for a prompt never searched
+    calls: int
+    steps: int
+    stopped_by_deadline: bool
+
+
+def search_within(engine: Engine, speed: SpeedModel, prompts: Sequence[str], search: Search,
+                  adapter: Adapter | None, deadline: Deadline, views_per_batch: int,
+                  prompt_tokens: Sequence[int] | None = None) -> SearchWithin:
+    """Depth-first search of every prompt (decoding: dfs), views_per_batch prompts per engine call, in order, as
+    far as the deadline allows. A search stops at its deadline with what it found, but the first forward over
+    its prompts cannot be cut: a call starts only when that fits. The batches never depend on the clock, so the
+    same task gives the same searches (the clock only cuts them short)."""
+    tokens = list(prompt_tokens) if prompt_tokens is not None else [engine.count_tokens(p) for p in prompts]
+    out = SearchWithin([[] for _ in prompts], [None] * len(prompts), 0, 0, False)
+    size = max(views_per_batch, 1)
+    for start in range(0, len(prompts), size):
+        batch = list(range(start, min(start + size, len(prompts))))
+        left = deadline.remaining() - MARGIN_S
+        if left <= 0 or SAFETY * speed.prefill_s * sum(tokens[i] for i in batch) > left:
+            out.stopped_by_deadline = True
+            break
+        t0 = time.time()
+        found = engine.dfs([prompts[i] for i in batch], search, adapter, Deadline(deadline.at - MARGIN_S))
+        seconds = time.time() - t0
+        if all(found.complete):  # a cut search says nothing of how long a whole one takes
+            speed.observe_search(seconds, [tokens[i] for i in batch], found.steps, search.max_tokens)
+        log.debug("dfs: %d prompts, %d steps in %.2fs", len(batch), found.steps, seconds)
+        for k, i in enumerate(batch):
+            out.generations[i] = found.completions[k]
+            out.masses[i] = found.mass(k)
+        out.calls += 1
+        out.steps += found.steps
+        if found.stopped_by_deadline:
+            out.stopped_by_deadline = True
+            break
+    if out.stopped_by_deadline:
+        log.info("dfs stopped by the deadline: %d of %d prompts searched (the last batch cut short)", sum(
+            1 for m in out.masses if m is not None), len(prompts))
+    return out

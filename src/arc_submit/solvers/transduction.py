@@ -10,9 +10,13 @@ a published model was trained on). Per task:
    examples; a view whose prompt still does not fit is dropped. Each drop is logged.
 2. adapter reset + training: a fresh LoRA for this task, trained until its steps are done or `train_fraction`
    of the task's time is used, whichever comes first.
-3. sampling: every view of every test input, in calls sized to the time left (solvers.sampling).
+3. decoding (`decoding`): greedy or sampled, every view of every test input, in calls sized to the time left
+   (solvers.sampling); or dfs, every answer of each view whose probability is at least `min_prob` (llm/dfs.py),
+   views searched in batches, stopped by the deadline with what it found.
 4. voting: each answer is mapped back through its view's inverse; equal grids pool their votes. Candidates are
-   ranked by votes, then by mean token log-probability, and emitted at once.
+   ranked by votes, then by mean token log-probability, and emitted at once. With dfs a grid's support is the
+   share of views that found it, and a note says per test input how many candidates and how much probability
+   the search found (the report shows it).
 5. scoring (scorer augmented or product): the best-voted grids re-ranked by the adapter's augmented
    log-probability, and emitted again. A task killed or out of memory while scoring keeps its votes.
 The adapter is deleted at the end, so the next task starts from the base model.
@@ -35,14 +39,15 @@ from ..budget import Deadline
 from ..candidates import Candidate, ranked_by_grid
 from ..fileio import safe_file_name
 from ..llm import prompts
-from ..llm.engine import Adapter, Generation, Sampling, TrainingText, TrainSettings
+from ..llm.engine import Adapter, Generation, Sampling, Search, TrainingText, TrainSettings
 from ..llm.recipes import Recipe
 from ..tasks import MAX_SIDE, Task
 from . import Solver, SolverContext
 from .common import (AugmentationOptions, LoraOptions, PhaseClock, PromptOptions, fit_examples, task_rng,
                      train_adapter_logged)
 from .options import check_at_least, check_range
-from .sampling import generate_within, greedy_copies, predict_seconds, probe_speed
+from .sampling import (generate_within, greedy_copies, predict_search_seconds, predict_seconds, probe_speed,
+                       search_within)
 
 log = logging.getLogger(__name__)
 SOLVER = "transduction"
@@ -51,6 +56,16 @@ SOLVER = "transduction"
 @dataclass(frozen=True)
 class TransductionOptions:
     n_augmentations: int = 8  # views of each test input sampled (identity first)
+    # How each view is decoded: greedy (one answer, temperature 0), sample (samples_per_augmentation answers at
+    # `temperature`), dfs (every answer whose probability is at least min_prob, depth first: llm/dfs.py, as the
+    # ARChitects and NVARC decoded). None: greedy at temperature 0, else sample (what temperature alone said
+    # before this option existed).
+    decoding: Literal["greedy", "sample", "dfs"] | None = None
+    min_prob: float = 0.1  # dfs: the least probability (end token included) an answer of one view must have
+    max_candidates_per_view: int = 8  # dfs: the most probable answers kept per view (the search bound rises to them)
+    # dfs: views searched together, one KV cache row each: GPU memory grows with views × (prompt + answer) tokens
+    # (8 views of 8k tokens of a Qwen3-4B: 9 GiB), beside the weights, in the room training uses.
+    views_per_batch: int = 8
     samples_per_augmentation: int = 1  # samples per view (1 at temperature 0: greedy samples are all the same)
     temperature: float = 0.0
     top_p: float = 1.0
@@ -75,12 +90,39 @@ class TransductionOptions:
 
     def __post_init__(self):
         check_range("temperature", self.temperature, 0, 10)
+        self._check_decoding()
         check_range("train_fraction", self.train_fraction, 0, 1)
         check_at_least("ttt_steps", self.ttt_steps, 0)
         self.prompt.resolved().layout(SOLVER)  # a recipe for another kind of model fails here, naming the choices
 
     def train_settings(self) -> TrainSettings:
         return self.train.settings(self.ttt_epochs, self.ttt_steps, self.seed, self.prompt.resolved())
+
+    @property
+    def decoding_mode(self) -> str:
+        """greedy, sample or dfs: `decoding`, or what temperature says when it is not given."""
+        return self.decoding or ("sample" if self.temperature > 0 else "greedy")
+
+    def search(self, max_tokens: int) -> Search:
+        return Search(min_prob=self.min_prob, max_tokens=max_tokens, max_candidates=self.max_candidates_per_view)
+
+    def _check_decoding(self) -> None:
+        # Checked whatever the decoding, so a bad value fails in the preflight before anyone switches to dfs.
+        if not 0 < self.min_prob < 1:  # also False for NaN
+            raise ValueError(f"option min_prob={self.min_prob!r} must be in (0, 1): the probability an answer of one "
+                             f"view must reach to be kept by decoding: dfs (the winners used about 0.1)")
+        for name in ("max_candidates_per_view", "views_per_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"option {name}={getattr(self, name)!r} must be at least 1")
+        if self.decoding == "greedy" and self.temperature > 0:
+            raise ValueError(f"option decoding=greedy with temperature={self.temperature}: greedy takes temperature 0; "
+                             f"set decoding: sample to sample at that temperature")
+        if self.decoding == "sample" and self.temperature == 0:
+            raise ValueError("option decoding=sample with temperature=0: give a temperature above 0 (e.g. 1.0), or "
+                             "use decoding: greedy")
+        if self.decoding == "dfs" and self.temperature > 0:
+            raise ValueError(f"option decoding=dfs with temperature={self.temperature}: the search follows the model's "
+                             f"own probabilities; leave temperature at 0 (min_prob sets how wide it searches)")
 
 
 @dataclass
@@ -93,6 +135,8 @@ class TransductionResult:
     tokens: int = 0  # generated, over all samples
     parsed: int = 0  # samples that were valid grids
     dropped: dict[str, int] = field(default_factory=dict)  # examples / views dropped to fit the context
+    masses: list[float | None] = field(default_factory=list)  # dfs, per prompt: probability of the answers found
+    found: list[dict] = field(default_factory=list)  # dfs, per test input: candidates, mean mass, views searched
 
 
 def solve(task: Task, deadline: Deadline, context: SolverContext,
@@ -208,12 +252,15 @@ def rescore(engine, task: Task, items, candidates: list[list[Candidate]], adapte
 
 
 def vote(task: Task, items: list[tuple[int, Augmentation, str]],
-         generations: list[list[Generation]], r: Recipe) -> tuple[list[list[Candidate]], int]:
-    """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability."""
+         generations: list[list[Generation]], r: Recipe, per_view: bool = False) -> tuple[list[list[Candidate]], int]:
+    """Parse, map back, pool equal grids; candidates ranked by votes, then mean log-probability.
+
+    A grid's support is its share of the samples drawn for its test input, or with `per_view` (dfs, whose views
+    give several answers each) its share of the views: a grid every view found has support 1."""
     proposals: list[list] = [[] for _ in task.test]  # per test input: (grid, (view name, mean log-prob))
     samples = [0] * len(task.test)  # drawn per test input, parsed or not: the denominator of a grid's support
     for (t, aug, _), gens in zip(items, generations):
-        samples[t] += len(gens)
+        samples[t] += 1 if per_view else len(gens)
         for g in gens:
             grid = prompts.grid_from_completion(r, g.text)
             if grid is not None:
@@ -233,7 +280,38 @@ def _voted(group, samples: int) -> Candidate:
     shown = " ".join(views[:4]) + (" …" if len(views) > 4 else "")
     votes = len(group.members)
     return Candidate(group.grid, SOLVER, _mean_logprob(group), votes, f"{votes} votes from views {shown}",
-                     support=votes / samples)
+                     support=min(votes / samples, 1.0))
+
+
+def search_views(engine, speed, items, search: Search, adapter, deadline: Deadline, opts: TransductionOptions,
+                 prompt_tokens: list[int], clock: PhaseClock, result: TransductionResult) -> list[list[Generation]]:
+    """decoding: dfs. Every view's answers above min_prob (solvers.sampling.search_within); their masses go to
+    `result`. A view the deadline left unsearched has no answers (and mass None)."""
+    with clock.phase("search", lambda: f"{result.samples} answers above p={search.min_prob:g} from {len(items)} "
+                                       f"views in {run_.calls} calls, {run_.steps} steps"
+                                       + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
+        run_ = search_within(engine, speed, [p for _, _, p in items], search, adapter, deadline,
+                             opts.views_per_batch, prompt_tokens)
+        result.samples = sum(len(g) for g in run_.generations)
+    result.masses = run_.masses
+    return run_.generations
+
+
+def found_per_test(task: Task, items, masses: list[float | None], candidates: list[list[Candidate]]) -> list[dict]:
+    """Per test input: distinct grids found, the views searched, and the mean over them of the probability the
+    model puts on the answers found (1 would be every answer it could give)."""
+    out = []
+    for t in range(len(task.test)):
+        searched = [m for (test, _, _), m in zip(items, masses) if test == t and m is not None]
+        out.append({"candidates": len(candidates[t]), "views": len(searched),
+                    "mass": float(np.mean(searched)) if searched else 0.0})
+    return out
+
+
+def describe_found(found: list[dict]) -> str:
+    """The dfs note the report shows: 'test 0: 3 candidates, p mass 0.82 over 8 views; test 1: ...'."""
+    return "; ".join(f"test {t}: {f['candidates']} candidates, p mass {f['mass']:.2f} over {f['views']} views"
+                     for t, f in enumerate(found))
 
 
 def run(task: Task, deadline: Deadline, context: SolverContext, opts: TransductionOptions) -> TransductionResult:
@@ -273,8 +351,11 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: Transducti
             if speed.step_s is None:  # a worker's first task: time the engine once
                 with clock.phase("speed probe"):
                     probe_speed(engine, speed, items[0][2], sampling, deadline)
-            sampling_s = predict_seconds(speed, prompt_tokens, n, max_tokens, opts.max_sequences_per_call,
-                                         sampling.logprobs)
+            if opts.decoding_mode == "dfs":
+                sampling_s = predict_search_seconds(speed, prompt_tokens, max_tokens, opts.views_per_batch)
+            else:
+                sampling_s = predict_seconds(speed, prompt_tokens, n, max_tokens, opts.max_sequences_per_call,
+                                             sampling.logprobs)
             left = deadline.remaining()
             train_s = min(left * opts.train_fraction, left - sampling_s)
             if train_s < 0.1:
@@ -287,16 +368,25 @@ def run(task: Task, deadline: Deadline, context: SolverContext, opts: Transducti
         result.adapter = adapter
 
         if items and not deadline.passed():
-            with clock.phase("sampling", lambda: f"{run_.sequences} samples of up to {max_tokens} tokens in "
-                                                 f"{run_.calls} calls"
-                                                 + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
-                run_ = generate_within(engine, speed, [p for _, _, p in items], n, sampling, adapter, deadline,
-                                       opts.max_sequences_per_call, prompt_tokens)
-            result.samples = run_.sequences
-            result.tokens = sum(g.n_tokens for gens in run_.generations for g in gens)
+            dfs = opts.decoding_mode == "dfs"
+            if dfs:
+                generations = search_views(engine, speed, items, opts.search(max_tokens), adapter, deadline, opts,
+                                           prompt_tokens, clock, result)
+            else:
+                with clock.phase("sampling", lambda: f"{run_.sequences} samples of up to {max_tokens} tokens in "
+                                                     f"{run_.calls} calls"
+                                                     + (", stopped by the deadline" if run_.stopped_by_deadline else "")):
+                    run_ = generate_within(engine, speed, [p for _, _, p in items], n, sampling, adapter, deadline,
+                                           opts.max_sequences_per_call, prompt_tokens)
+                generations = run_.generations
+                result.samples = run_.sequences
+            result.tokens = sum(g.n_tokens for gens in generations for g in gens)
             with clock.phase("voting", lambda: f"{result.parsed} of {result.samples} samples are grids"):
-                result.candidates, result.parsed = vote(task, items, run_.generations, r)
+                result.candidates, result.parsed = vote(task, items, generations, r, per_view=dfs)
             context.emit(result.candidates)  # journaled now: scoring can still fail, run out of memory or time
+            if dfs:
+                result.found = found_per_test(task, items, result.masses, result.candidates)
+                context.note(task.id, "dfs", describe_found(result.found))
             if opts.scorer != "votes" and any(result.candidates) and not deadline.passed():
                 with clock.phase("scoring", lambda: f"{sum(min(len(c), opts.max_scored_candidates) for c in result.candidates)} grids x views"):
                     result.candidates = rescore(engine, task, items, result.candidates, adapter, r,

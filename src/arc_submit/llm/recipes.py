@@ -18,6 +18,7 @@ Rendering lives in `prompts.py`; this module is only the data and its checks.
 from __future__ import annotations
 
 import importlib
+import string
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Literal
@@ -134,8 +135,6 @@ class Recipe:
 
 
 def _check_placeholders(what: str, text: str, allowed: set[str]) -> None:
-    import string
-
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as e:

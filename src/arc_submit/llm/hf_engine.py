@@ -125,7 +125,8 @@ class HFEngine:
             return self.sampler.dfs(model, prompts, search, deadline)
 
     def score(self, pairs: Sequence[TrainingText], adapter: Adapter | None = None) -> list[float]:
-        """Sum of log p(completion + EOS | prompt): the EOS term penalises an answer that should go on."""
+        """Sum of log p over each text's trained segments (an answer's end token, in its text, penalises an answer
+        that should go on)."""
         self.life.check_open()
         model, ctx = self._active(adapter)
         with ctx:

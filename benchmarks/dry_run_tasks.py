@@ -97,8 +97,11 @@ def solve_one(task, engine, options: dict, budget_s: float) -> dict:
     from arc_submit.budget import Deadline
     from arc_submit.solvers import transduction
 
+    from arc_submit.solvers import SolverContext
+
+    opts = transduction.TRANSDUCTION.make_options(options)
     t0 = time.time()
-    r = transduction.run(task, Deadline.in_seconds(budget_s), engine, **options)
+    r = transduction.run(task, Deadline.in_seconds(budget_s), SolverContext.for_engine(engine), opts)
     seconds = time.time() - t0
     ranks = []  # per test input: where the answer is among the candidates (None: not there)
     for ex, cands in zip(task.test, r.candidates):
@@ -121,19 +124,18 @@ def answer_trace(task, engine, options: dict, every: int) -> str:
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from arc_submit.augment import augmentation_set
-    from arc_submit.llm import prompts
     from arc_submit.llm.engine import Sampling
     from arc_submit.solvers import transduction as td
-    from arc_submit.solvers.common import AUGMENTATION_DEFAULTS, resolve_options, task_rng, train_settings
+    from arc_submit.solvers.common import task_rng
 
-    opts = resolve_options(td.SOLVER, td.DEFAULTS, options)
-    fmt = prompts.prompt_format(opts["prompt_format"], opts["grid_format"])
-    aug = {k: opts[k] for k in AUGMENTATION_DEFAULTS}
-    ttt = augmentation_set(int(opts["ttt_augmentations"]), task_rng(opts["seed"], task.id, 1), len(task.train), **aug)
-    pairs = td.training_pairs(task, ttt, engine, fmt, int(opts["max_seq_len"]), {})
-    views = augmentation_set(int(opts["n_augmentations"]), task_rng(opts["seed"], task.id, 2), len(task.train), **aug)
-    items = td.view_prompts(task, views, engine, fmt, opts["max_prompt_tokens"], {})
-    sampling = Sampling(n=1, temperature=0.0, max_tokens=td.answer_token_budget(task, engine, fmt), seed=0,
+    opts = td.TRANSDUCTION.make_options(options)
+    r = opts.prompt.resolved()
+    aug = opts.augment.kwargs()
+    ttt = augmentation_set(opts.ttt_augmentations, task_rng(opts.seed, task.id, 1), len(task.train), **aug)
+    pairs = td.training_texts(task, ttt, engine, r, opts.train.max_seq_len, {})
+    views = augmentation_set(opts.n_augmentations, task_rng(opts.seed, task.id, 2), len(task.train), **aug)
+    items = td.view_prompts(task, views, engine, r, opts.max_prompt_tokens, {})
+    sampling = Sampling(n=1, temperature=0.0, max_tokens=td.answer_token_budget(task, engine, r), seed=0,
                         logprobs=True)
     marks, steps = [], [0]
 
@@ -146,14 +148,14 @@ def answer_trace(task, engine, options: dict, every: int) -> str:
         with torch.no_grad():
             generations = engine.sampler.generate(model, [p for _, _, p in items], sampling)
         model.train()
-        candidates, _ = td.vote(task, items, generations, fmt)
+        candidates, _ = td.vote(task, items, generations, r)
         right = all(any(np.array_equal(np.asarray(c.grid), ex.output) for c in cands[:2])
                     for ex, cands in zip(task.test, candidates))
         marks.append("S" if right else ".")
 
     hook = register_optimizer_step_post_hook(check)
     try:
-        engine.train_adapter("trace", pairs, train_settings(opts, opts["ttt_epochs"], opts["ttt_steps"]))
+        engine.train_adapter("trace", pairs, opts.train_settings())
     finally:
         hook.remove()
         engine.delete_adapter("trace")

@@ -126,6 +126,7 @@ class SimpleTokenizer:
 
 def test_chat_template_used_as_the_recipe_says():
     from arc_submit.llm.tiny import build_tokenizer
+    from arc_submit.tasks import Example
 
     tok = build_tokenizer()
     grid = np.array([[1]], np.int8)
@@ -137,6 +138,10 @@ def test_chat_template_used_as_the_recipe_says():
     assert prompts.transduction_prompt(recipe({"preset": "compact"}), [], grid, tok).text == "I\n1\nO\n"
     with pytest.raises(prompts.RecipeError, match="arc24 is written through the model's chat template"):
         prompts.transduction_prompt(recipe("arc24"), [], grid, tok)
+    # Turns per example under "auto" with no template to write them: refused, never the last turn alone.
+    example = [Example(grid, grid)]
+    with pytest.raises(prompts.RecipeError, match="3 messages .* no chat template"):
+        prompts.transduction_prompt(recipe({"preset": "nvarc", "chat": "auto"}), example, grid, tok)
 
 
 def test_recipe_errors_name_the_field():
@@ -188,3 +193,20 @@ def test_a_custom_recipe_round_trips_through_the_tiny_model(arc1_train):
         assert np.array_equal(result.candidates[0][0].grid, swapped)  # written as numbered rows, parsed back
     finally:
         engine.close()
+
+
+def test_a_full_sequence_through_the_models_chat_template_trains_each_answer_and_its_end():
+    """A per-example-turn recipe written by the tokenizer's own template (not NVARC's literal turns): the whole
+    conversation is the template's text, and exactly each assistant turn's content and end token carry the loss."""
+    from arc_submit.llm.tiny import build_tokenizer
+    from arc_submit.tasks import Example
+
+    tok = build_tokenizer()
+    r = recipe({"preset": "nvarc", "chat": "template"})
+    examples = [Example(np.array([[1, 2]], np.int8), np.array([[2, 1]], np.int8)),
+                Example(np.array([[3], [4]], np.int8), np.array([[4], [3]], np.int8))]
+    text = prompts.full_sequence_text(r, examples, tok)
+    messages = [{"role": "user", "content": "12"}, {"role": "assistant", "content": "21"},
+                {"role": "user", "content": "3\n4"}, {"role": "assistant", "content": "4\n3"}]
+    assert "".join(s for s, _ in text.segments) == tok.apply_chat_template(messages, tokenize=False)
+    assert [s for s, trained in text.segments if trained] == ["21<|im_end|>", "4\n3<|im_end|>"]

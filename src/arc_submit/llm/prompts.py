@@ -108,7 +108,12 @@ def _render(r: Recipe, layout: Layout, messages: list[Message], tokenizer) -> Re
         return Rendered(messages, None)
     templated = _chat_template_of(r, tokenizer)
     if templated is None:  # chat "auto" and no template: the user text as it is (our own layouts on a base model)
-        return Rendered(messages, messages[-1]["content"] + layout.prefill)
+        if len(messages) != 1:  # turns or a system message would be lost without a template to write them
+            raise RecipeError(f"recipe {r.name}: its prompt has {len(messages)} messages (roles "
+                              f"{', '.join(m['role'] for m in messages)}) and the tokenizer has no chat template to "
+                              f"write them; give the model's chat template, or set chat: turns (with a turn format) "
+                              f"or chat: plain")
+        return Rendered(messages, messages[0]["content"] + layout.prefill)
     # The prefill goes after the opened assistant turn as it is. arc25 passed it as a final assistant message with
     # continue_final_message, and Llama 3.1's template trims it: the prompt then ends "problem:" where BARC's model
     # was trained on "problem:\n```python", a token boundary it never saw.

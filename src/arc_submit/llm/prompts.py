@@ -158,6 +158,9 @@ def full_sequence_text(r: Recipe, examples: Sequence[Example], tokenizer) -> Tra
     end (NVARC's fmt_train over the task, the ARChitects' training text)."""
     layout = r.layout("transduction")
     end = end_of_answer(r, tokenizer)
+    if end is None:
+        raise RecipeError(f"recipe {r.name}: a training text ends each answer with the tokenizer's end-of-sequence "
+                          f"token; give the tokenizer")
     if r.chat == "plain":
         head, _, tail = layout.example.partition("{output}")
         segments = [(layout.instruction, False)] if layout.instruction else []

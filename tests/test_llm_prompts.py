@@ -153,6 +153,8 @@ def test_recipe_errors_name_the_field():
         recipe({"transduction": {"query": "{question}"}})
     with pytest.raises(ValueError, match="must start with the prefill"):
         recipe({"transduction": {"prefill": "Answer:"}})
+    with pytest.raises(ValueError, match="only means something in a plain recipe"):
+        recipe({"preset": "nvarc", "transduction": {"answer_suffix": "{eos}"}})  # the turn's end already ends it
     with pytest.raises(ValueError, match="full_sequence .* per_example"):
         recipe({"ttt_layout": "full_sequence"})  # our single-turn chat layout has no output spans to train
     with pytest.raises(ValueError, match="recipe barc-induction has no transduction layout"):

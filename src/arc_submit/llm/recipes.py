@@ -115,7 +115,8 @@ class Recipe:
             if self.chat == "plain" and (layout.turns == "per_example" or layout.system):
                 raise ValueError(f"recipe {self.name}: a plain-text recipe has no roles: its {kind} layout can have "
                                  f"no system message and no per-example turns; use chat template or turns")
-            if self.chat != "plain" and EOS in layout.example + layout.query + layout.instruction + layout.closing:
+            if self.chat != "plain" and EOS in (layout.example + layout.query + layout.instruction + layout.closing
+                                                + layout.answer_suffix + layout.answer):
                 raise ValueError(f"recipe {self.name}: {{eos}} in a {kind} template only means something in a plain "
                                  f"recipe (chat turns end with the template's own end-of-turn)")
         if self.ttt_layout == "full_sequence" and self.transduction is not None:

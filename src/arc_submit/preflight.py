@@ -180,10 +180,11 @@ def _first_task(config: RunConfig):
 def _round_trip(name: str, options, task, tokenizer, model: str) -> list[str]:
     from .llm import prompts
     from .llm.tokenizers import round_trip_problems
+    from .prompt_view import kind_of
     from .solvers.induction import SOLVER as INDUCTION
 
     r = options.prompt.resolved()
-    kind = INDUCTION if r.transduction is None or name == INDUCTION else "transduction"
+    kind = kind_of(r, INDUCTION if name == INDUCTION else None)  # the prompt `arc-submit prompt` would show
     try:
         if kind == "transduction":
             texts = {"prompt": prompts.transduction_prompt(r, task.train, task.test[0].input, tokenizer).text}

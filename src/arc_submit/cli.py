@@ -132,6 +132,10 @@ def add_run(sub):
                    help="drop tasks that break the ARC rules (each still gets a [[0]] entry) instead of stopping")
     p.add_argument("--fresh", action="store_true",
                    help="start over in an --out that holds another run (its outputs move to OUT/replaced-<time>/)")
+    p.add_argument("--backend", choices=("local", "ray"),
+                   help="where the workers run: local processes (default) or Ray actors across a cluster")
+    p.add_argument("--ray-address", help="the Ray cluster to join (ray start's address, or auto); default: "
+                                         "RAY_ADDRESS, else a Ray instance on this machine")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, dotted for nested ones (engine.kind=vllm, solver.name=induction)")
 
@@ -145,7 +149,8 @@ def cmd_run(args) -> int:
 
     overrides = {k: v for k, v in (("challenges", args.challenges), ("out_dir", args.out_dir),
                                    ("n_tasks", args.n_tasks), ("skip_invalid", args.skip_invalid or None),
-                                   ("fresh", args.fresh or None)) if v is not None}
+                                   ("fresh", args.fresh or None), ("backend", args.backend),
+                                   ("ray_address", args.ray_address)) if v is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

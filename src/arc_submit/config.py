@@ -50,7 +50,13 @@ class RunConfig:
     time_limit_s: float = 12 * 3600  # the notebook's wall-clock limit
     safety_margin_s: float = 30 * 60  # kept back for assembly, validation, the report and Kaggle's own overhead
     max_task_s: float | None = None  # cap on one task's share of the time
-    workers: int | None = None  # None: one per visible GPU, or cpu_workers on a machine without one
+    # Where the workers run: local (processes on this machine) or ray (actors across a Ray cluster: ray_workers.py;
+    # the [ray] extra). Kaggle's run is one machine: local.
+    backend: str = "local"
+    # The cluster to join (ray start's address, "auto" for the one on this machine); None: RAY_ADDRESS if set,
+    # else a Ray instance started on this machine for this run
+    ray_address: str | None = None
+    workers: int | None = None  # None: one per GPU (this machine's, or the Ray cluster's), else cpu_workers
     cpu_workers: int = 2
     ram_ceiling_gb: float | None = None  # host RAM the workers may use together; None: 90% of the machine less icecuber's
     priority: list = field(default_factory=lambda: ["transduction", "induction", "icecuber"])  # ties only
@@ -95,6 +101,11 @@ class RunConfig:
             raise ConfigError(f"solvers: each solver once, got {[s.name for s in chain]}")
         if any(s.share is not None and not 0 < s.share <= 1 for s in chain):
             raise ConfigError("solvers[].share: a fraction of the task's time in (0, 1], or null for an equal part")
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"backend {self.backend!r}: use local (this machine) or ray (a Ray cluster)")
+        if self.ray_address is not None and self.backend != "ray":
+            raise ConfigError(f"ray_address {self.ray_address!r} is set but backend is {self.backend!r}: "
+                              f"set backend: ray to use the cluster, or leave ray_address out")
         if self.engine.kind not in ("hf", "vllm", "unsloth", "none"):
             raise ConfigError(f"engine.kind {self.engine.kind!r}: use hf, vllm, unsloth or none")
         # Paths (the model folder, icecuber's build) are the preflight's job (preflight.py): the commit run fails

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 
 from .candidates import Candidate, grid_key, valid_candidates
@@ -53,30 +53,47 @@ class JournalError(OSError):
 
 
 class Journal:
-    """One writer per file: each worker (and the main process) owns its own journal."""
+    """One writer per file: each worker (and the main process) owns its own journal.
 
-    def __init__(self, folder: str | os.PathLike, name: str):
-        self.path = Path(folder) / f"journal-{name}.jsonl"
-        self._name = name
+    A relayed journal (folder None, relay given) writes no file: it hands each record to relay(record). A Ray actor
+    journals that way, and its driver appends the records to the actor's file (`append`), so each file keeps one
+    writer even when the worker runs on another machine."""
+
+    def __init__(self, folder: str | os.PathLike | None, name: str, relay: Callable[[dict], None] | None = None):
+        if (folder is None) == (relay is None):
+            raise ValueError("a journal writes into a folder or hands its records to a relay: give exactly one")
+        self._name, self._relay, self._file, self.path = name, relay, None, None
+        self._lock = threading.Lock()  # icecuber journals from its supervisor thread and the main thread
+        if folder is not None:
+            self._open(Path(folder) / f"journal-{name}.jsonl")
+
+    def _open(self, path: Path) -> None:
+        self.path = path
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             # A torn last line from a killed predecessor would glue onto our first line; start on a fresh line.
             needs_newline = False
-            if self.path.exists() and self.path.stat().st_size:
-                with open(self.path, "rb") as f:
+            if path.exists() and path.stat().st_size:
+                with open(path, "rb") as f:
                     f.seek(-1, os.SEEK_END)
                     needs_newline = f.read(1) != b"\n"
-            self._file = open(self.path, "a", buffering=1)
+            self._file = open(path, "a", buffering=1)
         except OSError as e:
-            raise JournalError(f"journal {self.path}: cannot be written ({e.strerror or e}); it must be a file in a "
+            raise JournalError(f"journal {path}: cannot be written ({e.strerror or e}); it must be a file in a "
                                f"writable folder: remove what is in its place, or run into another --out") from None
-        self._lock = threading.Lock()  # icecuber journals from its supervisor thread and the main thread
         if needs_newline:
             self._file.write("\n")
 
     def write(self, event: str, task_id: str | None, **data) -> None:
         """One event about task_id, or about this worker or the run when task_id is None."""
         record = {"t": round(time.time(), 3), "worker": self._name, "event": event, "task_id": task_id, **data}
+        if self._relay is not None:
+            self._relay(record)
+        else:
+            self.append(record)
+
+    def append(self, record: dict) -> None:
+        """One record as it is, time stamp and worker name included: a relayed journal's line, written here."""
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             self._file.write(line)
@@ -97,7 +114,8 @@ class Journal:
                    candidates=[c.to_json() for c in candidates], **data)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self):
         return self

@@ -141,27 +141,29 @@ def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: De
     records = first.records if first is not None else collect(journal_dir, tasks)
     order = tasks_to_solve(tasks, records, [s.name for s in config.solvers])
 
-    gpus: list[str | None] = visible_gpus()
-    n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
-    worker_gpus = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
+    gpus: list[str | None] = visible_gpus()  # this machine's
+    launcher = _launcher(config, tasks, order, records, deadline, journal_dir, gpus) if order else None
     # Every journal this run writes opens now, so a folder in the place of one fails here, named, not in a worker.
-    for name in ["icecuber", "supervisor"] + [f"worker-{i}" for i in range(n_workers)]:
+    workers = [f"worker-{i}" for i in range(len(launcher.slots))] if launcher is not None else []
+    for name in ["icecuber", "supervisor"] + workers:
         Journal(journal_dir, name).close()
-    # L4 emulation (tests and benchmarks on bigger cards): the ballast goes on before any worker sees the GPU.
-    ballast = _start_ballast(config, worker_gpus)
+    # L4 emulation (tests and benchmarks on bigger cards): the ballast goes on before any worker sees the GPU. Ray
+    # actors put their own on the GPU Ray gives them (ray_workers.py).
+    ballast = _start_ballast(config, launcher.slots) if launcher is not None and config.backend == "local" else None
     monitor = ResourceMonitor(interval=config.monitor_interval_s, gpu=bool(gpus)).start()
     monitor.watch("main", os.getpid())  # with icecuber's processes, which are its children
     try:
         with Journal(journal_dir, "icecuber") as ice_journal:
             ice = _start_icecuber(config, tasks, deadline, out_dir, ice_journal, warnings)
-            if order:
-                _solve_on_workers(config, tasks, order, finished_solvers(records), worker_gpus, journal_dir, deadline,
-                                  monitor, ice, assembly)
+            if launcher is not None:
+                _solve_on_workers(config, order, launcher, journal_dir, deadline, monitor, ice, assembly)
             _finish_icecuber(ice, deadline, ice_journal, warnings, assembly)
     finally:
         monitor.stop()
         if ballast is not None:
             ballast.stop()
+        if launcher is not None:
+            launcher.close()
 
     final = assembly.now()
     if final is None:  # the periodic one logs and carries on; the last one must not fail quietly
@@ -177,6 +179,26 @@ def _start_ballast(config: RunConfig, worker_gpus: list):
     from .gpu_ballast import Ballast
 
     return Ballast(gpus, config.emulate_gpu_gib)
+
+
+def _launcher(config: RunConfig, tasks: dict[str, Task], order: list[str], records: dict[str, TaskRecord],
+              deadline: Deadline, journal_dir: Path, gpus: list[str]):
+    """What starts the workers: processes on this machine (one per visible GPU, or cpu_workers), or Ray actors
+    across the cluster config.ray_address names (one per GPU there, or cpu_workers); `workers` overrides both."""
+    from .worker_process import WorkerRun
+
+    finished = {tid: sorted(names) for tid, names in finished_solvers(records).items() if tid in set(order)}
+    if config.backend == "ray":
+        from . import ray_workers
+
+        cluster = ray_workers.connect(config)
+        run = WorkerRun(config, tasks, deadline, len(cluster.slots), finished)
+        return ray_workers.RayLauncher(run, str(journal_dir), cluster)
+    from .local_workers import ProcessLauncher
+
+    n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
+    slots = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
+    return ProcessLauncher(WorkerRun(config, tasks, deadline, n_workers, finished), str(journal_dir), slots)
 
 
 def tasks_to_solve(tasks: dict[str, Task], records: dict[str, TaskRecord], solvers: list[str]) -> list[str]:
@@ -208,15 +230,13 @@ def _start_icecuber(config: RunConfig, tasks: dict[str, Task], deadline: Deadlin
         return None
 
 
-def _solve_on_workers(config: RunConfig, tasks: dict[str, Task], order: list[str], finished: dict[str, set[str]],
-                      worker_gpus: list[str | None], journal_dir: Path, deadline: Deadline, monitor: ResourceMonitor, ice: IcecuberRun | None,
-                      assembly: PeriodicAssembly) -> None:
+def _solve_on_workers(config: RunConfig, order: list[str], launcher, journal_dir: Path, deadline: Deadline,
+                      monitor: ResourceMonitor, ice: IcecuberRun | None, assembly: PeriodicAssembly) -> None:
     from tqdm.auto import tqdm
 
     from .worker_pool import PoolProgress, WorkerPool
 
-    pool = WorkerPool(config, tasks, order, worker_gpus, str(journal_dir), deadline, monitor,
-                      finished,
+    pool = WorkerPool(config, order, launcher, str(journal_dir), deadline, monitor,
                       ram_ceiling_bytes=worker_ram_ceiling(config, psutil.virtual_memory().total))
     bar = tqdm(total=len(order), desc="tasks", unit="task")
 

@@ -55,6 +55,14 @@ def check_model_folder(model: str) -> list[str]:
     return problems
 
 
+def check_backend(config: RunConfig) -> list[str]:
+    """Ray importable here for backend: ray (the cluster's nodes are checked as their actors start: ray_workers)."""
+    if config.backend == "ray" and importlib.util.find_spec("ray") is None:
+        return ["backend ray: Ray cannot be imported; install the [ray] extra (pip install -e '.[ray]') on the "
+                "driver and every node, or set backend: local"]
+    return []
+
+
 def check_engine(config: RunConfig) -> list[str]:
     kind = config.engine.kind
     missing = [p for p in ENGINE_PACKAGES.get(kind, ()) if importlib.util.find_spec(p) is None]
@@ -256,7 +264,7 @@ def preflight(config: RunConfig, strict: bool) -> list[str]:
     t0 = time.time()
     problems = []
     for check in (check_challenges, lambda c: check_model_folder(c.engine.model) if c.engine.kind != "none" else [],
-                  check_engine, check_solver, check_recipes, check_icecuber):
+                  check_backend, check_engine, check_solver, check_recipes, check_icecuber):
         try:
             problems += check(config)
         except Exception as e:  # a check that breaks is itself a finding, never a reason to skip the others

@@ -1,12 +1,14 @@
-"""The supervisor of the worker processes (worker_process.py): hands out tasks, watches the workers, enforces
-the per-task deadline and the host-RAM ceiling, and stops everything at the run's deadline.
+"""The supervisor of the workers: hands out tasks, watches the workers, enforces the per-task deadline and the
+host-RAM ceiling, and stops everything at the run's deadline. What carries its messages is a backend's: spawned
+processes over pipes on this machine (local_workers.py) or Ray actors across a cluster (ray_workers.py), each a
+WorkerLauncher of WorkerLinks; the scheduling here is the same for both.
 
 Why tasks are pulled and not pre-split: task costs differ by 100×, so any static split leaves GPUs idle while
 another still has a backlog. Tasks go out largest first (longest-processing-time-first keeps the tail short).
 
-Each worker has one pipe to the supervisor, and the supervisor hands out every task over it: a worker asks
-(`ready`, then `end` after each task) and gets the next task or None. No queue or lock is shared, so a worker
-killed at any moment cannot take a lock with it and jam the others (a shared multiprocessing.Queue did).
+A worker asks (`ready`, then `end` after each task) and gets the next task or None; it announces each task
+(`start`) before solving it, and says when it journaled candidates mid-task (`emitted`). worker_process.py has the
+worker's side.
 
 A worker that dies has its task retried once elsewhere and is restarted while time allows; one that overruns its
 task's deadline by more than a grace period is killed and restarted; while the workers together use more host
@@ -17,24 +19,64 @@ all are stopped. The caller sees one value per tick: `PoolProgress`.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import os
-import signal
 import time
 from dataclasses import dataclass, field
-from multiprocessing import connection as mp_connection
-from typing import Callable
+from typing import Callable, Protocol
 
 from .budget import Deadline
 from .config import RunConfig
 from .journal import Journal
 from .resources import GIB, ResourceMonitor, tree_rss
 from .tasks import Task
-from .worker_process import worker_main
 
 log = logging.getLogger(__name__)
 
 RESTART_MIN_S = 30.0  # no point restarting a worker (model load) with less than this left
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """How a worker ended: cleanly (it was told to stop), or why not."""
+    clean: bool
+    why: str
+
+
+class WorkerLink(Protocol):
+    """One started worker as the supervisor sees it."""
+    pid: int | None  # its process on this machine (the monitor and the RAM ceiling watch it); None elsewhere
+    where: str  # for the log: "pid 1234", "actor 5f2c on node 10.0.0.7"
+
+    @property
+    def listening(self) -> bool:
+        """Whether messages from it can still come."""
+
+    def send(self, item) -> bool:
+        """A task, (task id, attempt, tasks not yet started), or None (stop); False when it is gone."""
+
+    def receive(self) -> list[tuple]:
+        """The messages (kind, task id, data) it sent since the last call, without waiting."""
+
+    def exit_status(self) -> WorkerExit | None:
+        """None while it runs."""
+
+    def kill(self) -> None:
+        """At once, with everything it started."""
+
+    def stop(self, timeout_s: float) -> None:
+        """After None was sent: wait for it to end, then kill it if it has not."""
+
+
+class WorkerLauncher(Protocol):
+    slots: list  # one entry per worker: what it runs on (a GPU id, None for a CPU worker), for the log
+
+    def launch(self, worker_id: int) -> WorkerLink:
+        """A worker started, loading its engine; it says `ready` when it has."""
+
+    def wait(self, links: list[WorkerLink], timeout_s: float) -> None:
+        """Until one of links may have something to say, or timeout_s."""
+
+    def close(self) -> None:
+        """Once every worker is stopped."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +89,7 @@ class PoolProgress:
 @dataclass
 class WorkerSlot:
     worker_id: int
-    gpu: str | None
-    process: mp.Process | None = None
-    status: object = None  # our end of the worker's pipe
+    link: WorkerLink | None = None  # None: not running (retired, or not restarted)
     waiting: bool = False  # asked for a task and got none yet (nothing to hand out at the time)
     offered: tuple | None = None  # (task id, attempt) handed out and not yet announced as started
     task_id: str | None = None
@@ -67,29 +107,16 @@ class PoolResult:
     unstarted_tasks: list[str] = field(default_factory=list)
 
 
-def kill_tree(process: mp.Process) -> None:
-    """SIGKILL the worker's process group (the worker and anything it started), then reap it."""
-    if process.pid is None:
-        return
-    for target in (lambda: os.killpg(process.pid, signal.SIGKILL), lambda: os.kill(process.pid, signal.SIGKILL)):
-        try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            pass
-    process.join(timeout=10)
-
-
 class WorkerPool:
-    def __init__(self, config: RunConfig, tasks: dict[str, Task], order: list[str], gpus: list[str | None],
-                 journal_dir: str, run_deadline: Deadline, monitor: ResourceMonitor | None = None,
-                 finished: dict | None = None, ram_ceiling_bytes: float | None = None):
-        """ram_ceiling_bytes: host RAM the workers may use together (their process trees as the monitor samples
-        them); None: no ceiling. Without a monitor nothing is measured, so none is enforced."""
-        self.config, self.tasks, self.journal_dir, self.deadline = config, tasks, journal_dir, run_deadline
+    def __init__(self, config: RunConfig, order: list[str], launcher: WorkerLauncher, journal_dir: str,
+                 run_deadline: Deadline, monitor: ResourceMonitor | None = None,
+                 ram_ceiling_bytes: float | None = None):
+        """order: the task ids to solve, in hand-out order. ram_ceiling_bytes: host RAM the workers may use together
+        (the process trees of those on this machine, as the monitor samples them); None: no ceiling. Without a
+        monitor nothing is measured, so none is enforced."""
+        self.config, self.launcher, self.deadline = config, launcher, run_deadline
         self.ram_ceiling = ram_ceiling_bytes
-        self.finished = {tid: sorted(names) for tid, names in (finished or {}).items() if tid in set(order)}
-        self.ctx = mp.get_context("spawn")  # CUDA cannot survive a fork; spawn gives each worker a clean start
-        self.slots = [WorkerSlot(i, gpu) for i, gpu in enumerate(gpus)]
+        self.slots = [WorkerSlot(i) for i in range(len(launcher.slots))]
         self.monitor = monitor
         self.journal = Journal(journal_dir, "supervisor")
         self.order = list(order)
@@ -99,19 +126,14 @@ class WorkerPool:
         self.emitted = 0  # candidate lists journaled mid-task by the workers (a reason to re-assemble)
 
     def _spawn(self, slot: WorkerSlot) -> None:
-        # One pipe per worker, written synchronously: a worker that dies right after announcing a task has
-        # still announced it, and there is no shared lock a killed worker could leave held.
-        ours, theirs = self.ctx.Pipe(duplex=True)
-        slot.process = self.ctx.Process(
-            target=worker_main, name=f"arc-worker-{slot.worker_id}", daemon=False,
-            args=(slot.worker_id, slot.gpu, self.config, self.tasks, self.journal_dir, theirs, self.deadline,
-                  len(self.slots), self.finished))
-        slot.process.start()
-        theirs.close()
-        slot.status, slot.waiting, slot.offered = ours, False, None
-        if self.monitor is not None:
-            self.monitor.watch(f"worker-{slot.worker_id}", slot.process.pid)
-        log.info("worker %d started (pid %d, gpu %s)", slot.worker_id, slot.process.pid, slot.gpu)
+        slot.link = self.launcher.launch(slot.worker_id)
+        slot.waiting, slot.offered = False, None
+        self._watch(slot)
+
+    def _watch(self, slot: WorkerSlot) -> None:
+        """Its process tree in the monitor's samples, once known (a Ray actor's when it is up) and on this machine."""
+        if self.monitor is not None and slot.link.pid is not None:
+            self.monitor.watch(f"worker-{slot.worker_id}", slot.link.pid)
 
     def _settle_lost_task(self, slot: WorkerSlot, event: str, reason: str) -> None:
         """The worker died or was killed holding a task: journal it, and retry once if allowed."""
@@ -143,12 +165,12 @@ class WorkerPool:
             log.error("worker %d not restarted after %s: it was restarted %d times already", slot.worker_id, why,
                       slot.restarts)
             self.journal.run_event("worker-retired", worker_id=slot.worker_id, reason=why, restarts=slot.restarts)
-            slot.process = None
+            slot.link = None
             return
         if self.deadline.remaining() < RESTART_MIN_S or not self.queued:
             log.warning("worker %d not restarted after %s: %s", slot.worker_id, why,
                         "too little time left" if self.queued else "no tasks left")
-            slot.process = None
+            slot.link = None
             return
         slot.restarts += counts
         self._spawn(slot)
@@ -159,16 +181,14 @@ class WorkerPool:
             slot.waiting = True
             return
         task_id, attempt = self.pending.pop(0)
-        try:
-            slot.status.send((task_id, attempt, len(self.queued)))
-        except (OSError, ValueError):  # the worker died meanwhile: the task goes back first in line
+        if not slot.link.send((task_id, attempt, len(self.queued))):  # it died meanwhile: back first in line
             self.pending.insert(0, (task_id, attempt))
             return
         slot.waiting, slot.offered = False, (task_id, attempt)
 
     def _hand_out_to_waiting(self) -> None:
         for slot in self.slots:
-            if slot.waiting and slot.status is not None and self.pending:
+            if slot.waiting and slot.link is not None and slot.link.listening and self.pending:
                 self._hand_out(slot)
 
     def _reclaim_offer(self, slot: WorkerSlot) -> None:
@@ -178,18 +198,13 @@ class WorkerPool:
             slot.offered = None
 
     def _drain_status(self, timeout: float) -> None:
-        conns = {slot.status: slot for slot in self.slots if slot.status is not None}
-        for conn in mp_connection.wait(list(conns), timeout=timeout):
-            slot = conns[conn]
-            while True:
-                try:
-                    if not conn.poll():
-                        break
-                    kind, task_id, task_deadline = conn.recv()
-                except (EOFError, OSError):  # the worker is gone; its process check handles the rest
-                    conn.close()
-                    slot.status = None
-                    break
+        links = [slot.link for slot in self.slots if slot.link is not None and slot.link.listening]
+        if timeout > 0:
+            self.launcher.wait(links, timeout)
+        for slot in self.slots:
+            if slot.link is None:
+                continue
+            for kind, task_id, task_deadline in slot.link.receive():
                 if kind == "start":
                     self.queued.discard(task_id)
                     slot.attempt = slot.offered[1] if slot.offered and slot.offered[0] == task_id else 0
@@ -199,16 +214,14 @@ class WorkerPool:
                     self._end_task(slot)
                     self._hand_out(slot)
                 elif kind == "ready":
+                    self._watch(slot)
                     self._hand_out(slot)
                 elif kind == "emitted":
                     self.emitted += 1
 
     def _kill_worker(self, slot: WorkerSlot, event: str, reason: str) -> None:
-        if slot.process is not None:
-            kill_tree(slot.process)
-        if slot.status is not None:
-            slot.status.close()
-            slot.status = None
+        if slot.link is not None:
+            slot.link.kill()
         self._reclaim_offer(slot)
         self._settle_lost_task(slot, event, reason)
 
@@ -217,8 +230,8 @@ class WorkerPool:
         return PoolProgress(settled=len(self.order) - len(self.queued) - in_flight, emitted=self.emitted)
 
     def _largest_worker(self) -> WorkerSlot | None:
-        alive = [s for s in self.slots if s.process is not None and s.process.is_alive()]
-        return max(alive, key=lambda s: tree_rss(s.process.pid), default=None)
+        here = [s for s in self.slots if s.link is not None and s.link.pid is not None and s.link.exit_status() is None]
+        return max(here, key=lambda s: tree_rss(s.link.pid), default=None)
 
     def _enforce_ram_ceiling(self, result: PoolResult) -> None:
         """Over the ceiling, the largest worker busy with a task dies, and its task is settled as killed. Only the
@@ -253,20 +266,18 @@ class WorkerPool:
             self._drain_status(timeout=0.5)
             now = time.time()
             for slot in self.slots:
-                proc = slot.process
-                if proc is None:
+                if slot.link is None:
                     continue
-                if not proc.is_alive():
-                    code = proc.exitcode
-                    proc.join()
-                    slot.process = None
-                    self._drain_status(timeout=0)  # whatever it announced before dying is in its pipe
+                ended = slot.link.exit_status()
+                if ended is not None:
+                    self._drain_status(timeout=0)  # whatever it announced before it ended has come by now
+                    slot.link = None
                     self._reclaim_offer(slot)
                     if slot.task_id is not None:
                         result.killed_tasks.append(slot.task_id)
-                        self._settle_lost_task(slot, "killed", f"worker exited with code {code}")
-                    if code != 0 or self.queued:
-                        self._restart(slot, f"exit code {code}")
+                        self._settle_lost_task(slot, "killed", ended.why)
+                    if not ended.clean or self.queued:
+                        self._restart(slot, ended.why)
                 elif (slot.task_deadline is not None
                       and now > slot.task_deadline.at + self.config.overrun_grace_s):
                     # Solvers check their deadline between phases; this far past it, the task is hung.
@@ -287,33 +298,25 @@ class WorkerPool:
                     continue
                 log.warning("run deadline reached with %d task(s) unstarted", len(self.queued))
                 break
-            if not any(s.process is not None for s in self.slots):
+            if not any(s.link is not None for s in self.slots):
                 log.error("no worker left alive; %d task(s) unstarted", len(self.queued))
                 break
 
     def _shutdown(self, result: PoolResult) -> None:
         for slot in self.slots:
-            if slot.status is not None:
-                try:
-                    slot.status.send(None)  # a waiting worker ends; a busy one reads it after its task
-                except (OSError, ValueError):
-                    pass
+            if slot.link is not None:
+                slot.link.send(None)  # a waiting worker ends; a busy one reads it after its task
         for slot in self.slots:
-            if slot.process is None:
+            if slot.link is None:
                 continue
             if slot.task_id is not None:  # still solving at the deadline: stop it now
                 result.killed_tasks.append(slot.task_id)
                 self._kill_worker(slot, "timeout", "run deadline reached")
             else:
-                slot.process.join(timeout=5)
-                if slot.process.is_alive():
-                    kill_tree(slot.process)
-            slot.process = None
+                slot.link.stop(timeout_s=5)
+            slot.link = None
+        self.launcher.close()
         result.unstarted_tasks = [t for t in self.order if t in self.queued]
         for task_id in result.unstarted_tasks:
             self.journal.write("skipped", task_id, reason="run deadline reached before it started")
         self.journal.close()
-        for slot in self.slots:
-            if slot.status is not None:
-                slot.status.close()
-                slot.status = None

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import Deadline, allot_task_deadline
@@ -138,11 +138,64 @@ def solve_task(task: Task, attempt: int, task_deadline: Deadline, chain: list[Ch
         journal.write("done", task.id, seconds=round(time.time() - started, 3), solvers=ran + list(already_done))
 
 
-def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[str, Task], journal_dir: str,
-                conn, run_deadline: Deadline, n_workers: int, finished: dict | None = None) -> None:
-    """Body of one worker process (spawned: nothing is inherited but these arguments). finished: per task, the
-    solvers an earlier run in this folder already ran to the end (a resume skips them)."""
-    finished = finished or {}
+@dataclass(frozen=True)
+class WorkerRun:
+    """What every worker of a run is given, whatever starts it (a spawned process, a Ray actor)."""
+    config: RunConfig
+    tasks: dict[str, Task]
+    deadline: Deadline  # the run's
+    n_workers: int
+    finished: dict = field(default_factory=dict)  # per task, the solvers an earlier run in this folder finished
+
+
+@dataclass
+class LoadedWorker:
+    """What a worker loads once and keeps for every task it solves."""
+    chain: list[ChainedSolver]
+    engine: Any
+    context: SolverContext
+    load_s: float
+
+    def close(self) -> None:
+        self.context.close()
+        if self.engine is not None:
+            self.engine.close()
+
+
+def load_worker(run: WorkerRun, device: str, journal: Journal) -> LoadedWorker:
+    """The solver chain's options (built once per worker, not per task: the preflight checked them) and the engine;
+    a failure is journaled (`load-failed`, so the report says why) and raised."""
+    t0 = time.time()
+    try:
+        chain = solver_chain(run.config)
+        engine = make_engine(run.config, device, chain)
+    except Exception as e:
+        journal.run_event("load-failed", traceback=traceback.format_exc(limit=8),
+                          error=f"loading the {run.config.engine.kind} engine for {run.config.engine.model}: "
+                                f"{type(e).__name__}: {e}")
+        raise
+
+    def note(task_id: str, kind: str, text: str) -> None:
+        journal.write("note", task_id, kind=kind, text=text)
+
+    return LoadedWorker(chain, engine, SolverContext.for_engine(engine, note=note), round(time.time() - t0, 2))
+
+
+def take_task(worker: LoadedWorker, run: WorkerRun, item: tuple, journal: Journal, conn) -> None:
+    """One task the supervisor handed out, item = (task id, attempt, tasks not yet started): its deadline, the
+    `start` message and event, the solvers, then `end` (which also asks for the next task)."""
+    task_id, attempt, tasks_left = item
+    task_deadline = allot_task_deadline(run.deadline, run.n_workers, tasks_left, run.config.max_task_s)
+    # Tell the supervisor first: if we die from here on, it knows which task to settle and retry.
+    conn.send(("start", task_id, task_deadline))
+    journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2), pid=os.getpid())
+    solve_task(run.tasks[task_id], attempt, task_deadline, worker.chain, worker.context, journal, conn,
+               run.finished.get(task_id, ()), run.config.skip_after_verified)
+    conn.send(("end", task_id, None))
+
+
+def worker_main(worker_id: int, gpu: str | None, run: WorkerRun, journal_dir: str, conn) -> None:
+    """Body of one worker process (spawned: nothing is inherited but these arguments)."""
     if gpu is not None:
         # Before anything imports torch: this process sees exactly one GPU, as device 0.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -151,38 +204,18 @@ def worker_main(worker_id: int, gpu: str | None, config: RunConfig, tasks: dict[
     die_with_supervisor()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(name)s: %(message)s",
                         force=True)
-    name = f"worker-{worker_id}"
-    journal = Journal(journal_dir, name)
-    t0 = time.time()
+    journal = Journal(journal_dir, f"worker-{worker_id}")
     try:
-        chain = solver_chain(config)  # options built once per worker, not per task (the preflight checked them)
-        engine = make_engine(config, "cuda" if gpu is not None else "cpu", chain)
-    except Exception as e:  # journaled so the report says why; the supervisor restarts us a bounded number of times
-        journal.run_event("load-failed", traceback=traceback.format_exc(limit=8),
-                      error=f"loading the {config.engine.kind} engine for {config.engine.model}: {type(e).__name__}: {e}")
+        worker = load_worker(run, "cuda" if gpu is not None else "cpu", journal)
+    except Exception:  # journaled; the supervisor restarts us a bounded number of times
         journal.close()
         raise
-
-    def note(task_id: str, kind: str, text: str) -> None:
-        journal.write("note", task_id, kind=kind, text=text)
-
-    context = SolverContext.for_engine(engine, note=note)
-    journal.run_event("ready", load_s=round(time.time() - t0, 2), gpu=gpu, pid=os.getpid())
+    journal.run_event("ready", load_s=worker.load_s, gpu=gpu, pid=os.getpid())
     conn.send(("ready", None, None))
     while True:
         item = conn.recv()  # the supervisor's answer: (task id, attempt, tasks not yet started) or None
-        if item is None or run_deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
+        if item is None or run.deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
             break
-        task_id, attempt, tasks_left = item
-        task_deadline = allot_task_deadline(run_deadline, n_workers, tasks_left, config.max_task_s)
-        # Tell the supervisor first: if we die from here on, it knows which task to settle and retry.
-        conn.send(("start", task_id, task_deadline))
-        journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2),
-                      pid=os.getpid())
-        solve_task(tasks[task_id], attempt, task_deadline, chain, context, journal, conn, finished.get(task_id, ()),
-                   config.skip_after_verified)
-        conn.send(("end", task_id, None))  # and: the next one, please
-    context.close()
-    if engine is not None:
-        engine.close()
+        take_task(worker, run, item, journal, conn)
+    worker.close()
     journal.close()

@@ -45,6 +45,60 @@ def positive_float(text: str) -> float:
     return value
 
 
+class UsageError(ValueError):
+    """A flag's value that cannot be read; the message names the flag and the form expected (exit 2)."""
+
+
+def parse_set_items(items: list[str], flag: str = "--set") -> dict:
+    """KEY=VALUE items as config overrides (dotted keys for nested ones), each value read as a YAML scalar:
+    3 -> int, true -> bool, null -> None, [a, b] -> list, {a: 1} -> dict. What run's and sweep's --set and
+    sweep's --variant read, so a value means the same in each."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            reason = getattr(e, "problem", None) or e  # a parse error's own words, without the dump of marks
+            raise UsageError(f"{flag} {item!r}: the value is not valid YAML ({reason}); quote it, or close its "
+                             f"brackets") from None
+    return overrides
+
+
+def split_top_level_commas(text: str) -> list[str]:
+    """text split at the commas outside brackets and quotes, so a variant's value may be a list or a mapping
+    (raise_on=[a, b],sleep_s=1 is two items)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """--variant NAME:KEY=VALUE[,KEY=VALUE...] as (name, overrides)."""
+    name, sep, rest = text.partition(":")
+    items = split_top_level_commas(rest)
+    if not sep or not name.strip() or not items:
+        raise UsageError(f"--variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...], e.g. "
+                         f"lr3:solver.options.learning_rate=3e-4")
+    return name.strip(), parse_set_items(items, flag=f"--variant {name.strip()}")
+
+
 def add_validate(sub):
     p = sub.add_parser("validate", help="check a submission.json against the challenges (Kaggle's rules)")
     p.add_argument("submission")
@@ -122,6 +176,14 @@ def cmd_tasks(args) -> int:
     return EXIT_OK
 
 
+def add_backend_arguments(p) -> None:
+    """--backend and --ray-address, as run and sweep take them."""
+    p.add_argument("--backend", choices=("local", "ray"),
+                   help="where the workers run: local processes (default) or Ray actors across a cluster")
+    p.add_argument("--ray-address", help="the Ray cluster to join (ray start's address, or auto); default: "
+                                         "RAY_ADDRESS, else a Ray instance on this machine")
+
+
 def add_run(sub):
     p = sub.add_parser("run", help="the whole pipeline without a notebook: solve, assemble, validate, score")
     p.add_argument("--config", help="a YAML file of RunConfig keys (see config.py); defaults otherwise")
@@ -132,10 +194,7 @@ def add_run(sub):
                    help="drop tasks that break the ARC rules (each still gets a [[0]] entry) instead of stopping")
     p.add_argument("--fresh", action="store_true",
                    help="start over in an --out that holds another run (its outputs move to OUT/replaced-<time>/)")
-    p.add_argument("--backend", choices=("local", "ray"),
-                   help="where the workers run: local processes (default) or Ray actors across a cluster")
-    p.add_argument("--ray-address", help="the Ray cluster to join (ray start's address, or auto); default: "
-                                         "RAY_ADDRESS, else a Ray instance on this machine")
+    add_backend_arguments(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, dotted for nested ones (engine.kind=vllm, solver.name=induction)")
 
@@ -151,14 +210,11 @@ def cmd_run(args) -> int:
                                    ("n_tasks", args.n_tasks), ("skip_invalid", args.skip_invalid or None),
                                    ("fresh", args.fresh or None), ("backend", args.backend),
                                    ("ray_address", args.ray_address)) if v is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"error: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return EXIT_USAGE
-        import yaml  # values as YAML scalars: 3 -> int, true -> bool, null -> None, [a, b] -> list
-
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides.update(parse_set_items(args.set))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         config = load_config(args.config, **overrides)
     except ConfigError as e:  # a key or value of the configuration itself
@@ -173,6 +229,52 @@ def cmd_run(args) -> int:
     print(result.summary())
     problems = check_outcome(result, config, strict=False)
     return EXIT_OK if not problems else EXIT_FAILED
+
+
+def add_sweep(sub):
+    p = sub.add_parser("sweep", help="run several configs over the same tasks, one after another, and compare them "
+                                     "in one table (OUT/sweep.md, OUT/sweep.csv)")
+    p.add_argument("configs", nargs="+", metavar="CONFIG.yaml",
+                   help="YAML files of RunConfig keys; each runs into OUT/<file name without .yaml>/")
+    p.add_argument("--out", required=True, dest="out_dir",
+                   help="the sweep's folder (re-running with the same folder resumes every run)")
+    p.add_argument("--challenges", help=SOURCE_HELP + " (for every run)")
+    p.add_argument("--n-tasks", type=positive_int, help="only the first N tasks (for every run)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config key for every run, as `run --set` reads it")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+                   help="one more run, named NAME (its folder OUT/NAME), of the first CONFIG with these overrides "
+                        "on top of --set; commas inside [...] or {...} belong to the value. The first CONFIG still "
+                        "runs too, under its own name: the baseline the variants are read against")
+    p.add_argument("--fresh", action="store_true",
+                   help="every run starts over (each folder's old outputs move to OUT/<name>/replaced-<time>/); "
+                        "without it a run whose config changed since the last sweep is refused")
+    add_backend_arguments(p)
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepRefused, run_sweep, table_markdown
+
+    shared = {k: v for k, v in (("challenges", args.challenges), ("n_tasks", args.n_tasks),
+                                ("backend", args.backend), ("ray_address", args.ray_address)) if v is not None}
+    try:
+        shared.update(parse_set_items(args.set))
+        variants = [parse_variant(text) for text in args.variant]
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = run_sweep(args.configs, args.out_dir, variants, shared, fresh=args.fresh)
+    except SweepRefused as e:  # checked before the first run: nothing ran
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"sweep refused before any run: {len(e.problems)} problem(s) above", file=sys.stderr)
+        return EXIT_USAGE if e.usage else EXIT_FAILED
+    print(table_markdown(result.rows))
+    print(f"table: {result.table_path}  {result.csv_path}")
+    for row in result.failed:
+        print(f"error: {row.label}: {row.error}", file=sys.stderr)
+    return EXIT_FAILED if result.failed else EXIT_OK
 
 
 def add_assemble(sub):
@@ -420,6 +522,7 @@ def cmd_prompt(args) -> int:
 COMMANDS = {
     "prompt": (add_prompt, cmd_prompt),
     "run": (add_run, cmd_run),
+    "sweep": (add_sweep, cmd_sweep),
     "validate": (add_validate, cmd_validate),
     "score": (add_score, cmd_score),
     "tasks": (add_tasks, cmd_tasks),

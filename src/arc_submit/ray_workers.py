@@ -143,7 +143,7 @@ class RayWorker:
             self.failure = f"{type(e).__name__}: {e}"
             return
         self.journal.run_event("ready", load_s=self.worker.load_s, gpu=gpu, pid=os.getpid(),
-                               node=ray.util.get_node_ip_address())
+                               node=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address())
 
     def ready(self) -> dict:
         """What the driver learns once the actor is up: the records journaled while loading, and whether it did."""

@@ -31,8 +31,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-test: install
+# The Ray backend's tests need the [ray] extra: installed here, beside the base install (which stays without it).
+test: install $(BIN)/.installed-ray
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(BIN)/.installed-ray: $(BIN)/.installed
+	$(BIN)/pip install -q -e ".[dev,ray]"
+	touch $@
 
 # On a GPU machine with the [gpu] extra installed: the tests marked gpu.
 test-gpu:

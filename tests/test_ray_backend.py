@@ -172,9 +172,10 @@ def test_two_nodes_with_an_actor_killed_give_the_local_answers(tmp_path, cluster
     assert submission == json.loads((tmp_path / "local" / "submission.json").read_text())
 
 
-def double_config(tmp_path, cluster, options: dict, n_tasks: int = 4, **kwargs) -> RunConfig:
-    return RunConfig(challenges="arc-agi-2/evaluation", out_dir=str(tmp_path / "run"), n_tasks=n_tasks, workers=2,
-                     time_limit_s=kwargs.pop("time_limit_s", 300), safety_margin_s=5,
+def double_config(tmp_path, cluster, options: dict, n_tasks: int = 4, workers: int = 2, **kwargs) -> RunConfig:
+    """The test-double solvers (tests/doubles/solvers.py) on the cluster: no model, each fault on demand."""
+    return RunConfig(challenges="arc-agi-2/evaluation", out_dir=str(tmp_path / "run"), n_tasks=n_tasks,
+                     workers=workers, time_limit_s=300, safety_margin_s=5,
                      engine=EngineConfig(kind="none"), solver=SolverConfig("doubles.solvers:faulty", options),
                      monitor_interval_s=0.5, backend="ray", ray_address=cluster, **kwargs)
 
@@ -194,8 +195,9 @@ def test_a_task_that_hangs_past_its_deadline_has_its_actor_killed(tmp_path, clus
     assert result.problems == [] and result.statuses == {"done": 3, "timeout": 1}
     events = list(read_events(tmp_path / "run" / "journals"))
     assert [e["task_id"] for e in events if e["event"] == "timeout"] == [bad]
-    # The killed actor's slot got a new actor, which went on with the other tasks.
-    assert len([e for e in events if e["event"] == "ready"]) >= 3
+    # The hung actor is gone, not left spinning beside the run.
+    hung = next(e["pid"] for e in events if e["event"] == "start" and e["task_id"] == bad)
+    assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_model_that_cannot_load_on_the_actors_is_journaled_and_bounded(tmp_path, cluster):
@@ -234,4 +236,4 @@ def test_a_sweep_runs_on_the_cluster(tmp_path, cluster):
     assert [(r.split(",")[0], float(r.split(",")[1])) for r in rows] == [("base", 1.0), ("flaky", 0.5)]
     for name in ("base", "flaky"):
         ready = [e for e in read_events(tmp_path / "sweep" / name / "journals") if e["event"] == "ready"]
-        assert len(ready) == 2 and all("node" in e for e in ready), f"{name}: not run by two Ray actors"
+        assert ready and all("node" in e for e in ready), f"{name}: not run by Ray actors"

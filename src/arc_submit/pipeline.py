@@ -192,13 +192,12 @@ def _launcher(config: RunConfig, tasks: dict[str, Task], order: list[str], recor
         from . import ray_workers
 
         cluster = ray_workers.connect(config)
-        run = WorkerRun(config, tasks, deadline, len(cluster.slots), finished)
-        return ray_workers.RayLauncher(run, str(journal_dir), cluster)
+        return ray_workers.RayLauncher(WorkerRun(config, tasks, deadline, finished), str(journal_dir), cluster)
     from .local_workers import ProcessLauncher
 
     n_workers = config.workers or (len(gpus) if gpus else config.cpu_workers)
     slots = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
-    return ProcessLauncher(WorkerRun(config, tasks, deadline, n_workers, finished), str(journal_dir), slots)
+    return ProcessLauncher(WorkerRun(config, tasks, deadline, finished), str(journal_dir), slots)
 
 
 def tasks_to_solve(tasks: dict[str, Task], records: dict[str, TaskRecord], solvers: list[str]) -> list[str]:

@@ -153,7 +153,7 @@ class RayWorker:
         return {"records": records, "failure": self.failure, "pid": os.getpid(), "machine": this_machine()}
 
     def solve(self, item: tuple):
-        """One task, item = (task id, attempt, tasks not yet started): a stream of ("journal", record) and
+        """One task, item = (task id, attempt, its Deadline): a stream of ("journal", record) and
         ("status", message) in the order they happen. The task runs in a thread so this method can yield while
         it works; one task at a time (the actor runs one method at a time)."""
         if self.run.deadline.passed():  # past the deadline nothing new starts (the driver journals it as skipped)
@@ -188,6 +188,7 @@ class ActorLink:
         self._loading = actor.ready.remote()  # resolves once the engine is loaded (or failed to)
         self._stream = None  # the task in flight's ObjectRefGenerator
         self._closing = None  # close() called after the pool said stop
+        self._announced: list[tuple] = []  # messages of ours for the pool: a task's start
         self._exit: WorkerExit | None = None
 
     @property
@@ -202,13 +203,18 @@ class ActorLink:
             return False
         if item is None:
             self._closing = self.actor.close.remote()
-        else:
-            self._stream = self.actor.solve.remote(item)
+            return True
+        self._stream = self.actor.solve.remote(item)
+        # Started as handed out: an actor can die before the first record it streams reaches us (a solver that
+        # exits the process at once did), and a task it died on must be settled and retried, not handed out
+        # again as if never tried. The actor's own `start` message is left out below.
+        task_id, _, task_deadline = item
+        self._announced.append(("start", task_id, task_deadline))
         return True
 
     def receive(self) -> list[tuple]:
         ray = _ray()
-        messages: list[tuple] = []
+        messages, self._announced = self._announced, []
         if self._loading is not None and ray.wait([self._loading], timeout=0)[0]:
             self._loaded(ray, messages)
         while self._stream is not None and ray.wait([self._stream], timeout=0)[0]:
@@ -222,7 +228,7 @@ class ActorLink:
                 break
             if kind == "journal":
                 self.journal.append(payload)
-            else:
+            elif payload[0] != "start":  # announced at hand-out (send)
                 messages.append(payload)
         return messages
 
@@ -253,8 +259,11 @@ class ActorLink:
 
     def stop(self, timeout_s: float) -> None:
         ray = _ray()
-        if self._closing is not None:
-            ray.wait([self._closing], timeout=timeout_s)
+        pending = [ref for ref in (self._loading, self._closing) if ref is not None]
+        if pending:
+            ray.wait(pending, num_returns=len(pending), timeout=timeout_s)
+        if self._loading is not None and ray.wait([self._loading], timeout=0)[0]:
+            self._loaded(ray, [])  # an actor still loading when the run ended: its records are journaled too
         ray.kill(self.actor, no_restart=True)
         self._ended(True, "stopped")
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .budget import Deadline
+from .budget import Deadline, allot_task_deadline
 from .config import RunConfig
 from .journal import Journal
 from .resources import GIB, ResourceMonitor, tree_rss
@@ -51,7 +51,7 @@ class WorkerLink(Protocol):
         """Whether messages from it can still come."""
 
     def send(self, item) -> bool:
-        """A task, (task id, attempt, tasks not yet started), or None (stop); False when it is gone."""
+        """A task, (task id, attempt, its Deadline), or None (stop); False when it is gone."""
 
     def receive(self) -> list[tuple]:
         """The messages (kind, task id, data) it sent since the last call, without waiting."""
@@ -181,7 +181,9 @@ class WorkerPool:
             slot.waiting = True
             return
         task_id, attempt = self.pending.pop(0)
-        if not slot.link.send((task_id, attempt, len(self.queued))):  # it died meanwhile: back first in line
+        # Its share of the time left: remaining × workers / tasks not yet started (budget.py), from now.
+        task_deadline = allot_task_deadline(self.deadline, len(self.slots), len(self.queued), self.config.max_task_s)
+        if not slot.link.send((task_id, attempt, task_deadline)):  # it died meanwhile: back first in line
             self.pending.insert(0, (task_id, attempt))
             return
         slot.waiting, slot.offered = False, (task_id, attempt)
@@ -192,10 +194,12 @@ class WorkerPool:
                 self._hand_out(slot)
 
     def _reclaim_offer(self, slot: WorkerSlot) -> None:
-        """A worker that died between receiving a task and starting it: the task goes back first in line."""
+        """A worker that died between receiving a task and starting it: the task goes back first in line, to a
+        worker waiting for one if there is."""
         if slot.offered is not None:
             self.pending.insert(0, slot.offered)
             slot.offered = None
+            self._hand_out_to_waiting()
 
     def _drain_status(self, timeout: float) -> None:
         links = [slot.link for slot in self.slots if slot.link is not None and slot.link.listening]

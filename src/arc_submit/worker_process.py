@@ -1,15 +1,16 @@
-"""One worker process (one per GPU, or N on a CPU): load the engine once, then solve the tasks the supervisor
-(worker_pool.py) hands out over this worker's pipe, journaling everything as it goes.
+"""One worker (one per GPU, or N on a CPU): load the engine once, then solve the tasks the supervisor
+(worker_pool.py) hands out, journaling everything as it goes. `worker_main` is the body of a local worker process,
+over its pipe; a Ray actor (ray_workers.py) runs the same `load_worker` and `take_task`.
 
-The pipe, worker side: send ("ready", None, None) once loaded; for each task received as (task id, attempt,
-tasks not yet started), send ("start", task id, its Deadline) before solving (if we die from there on, the
-supervisor knows which task to settle and retry), ("emitted", task id, None) whenever candidates were journaled
-mid-task (a reason to re-assemble soon), then ("end", task id, None), which also asks for the next task. None
-from the supervisor, or the run's deadline, ends the loop.
+The messages, worker side: send ("ready", None, None) once loaded; for each task received as (task id, attempt,
+its Deadline), send ("start", task id, the Deadline) before solving (if we die from there on, the supervisor
+knows which task to settle and retry), ("emitted", task id, None) whenever candidates were journaled mid-task (a
+reason to re-assemble soon), then ("end", task id, None), which also asks for the next task. None from the
+supervisor, or the run's deadline, ends the loop.
 
 Per task each solver of the chain runs in turn with its share of the task's time; its candidates go to the
-journal whenever it emits them and when it returns, so a task killed later keeps them. A worker whose supervisor
-dies kills itself and everything it started.
+journal whenever it emits them and when it returns, so a task killed later keeps them. A worker process whose
+supervisor dies kills itself and everything it started.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budget import Deadline, allot_task_deadline
+from .budget import Deadline
 from .candidates import Candidate, valid_candidates
 from .config import RunConfig, SolverConfig
 from .journal import Journal
@@ -144,7 +145,6 @@ class WorkerRun:
     config: RunConfig
     tasks: dict[str, Task]
     deadline: Deadline  # the run's
-    n_workers: int
     finished: dict = field(default_factory=dict)  # per task, the solvers an earlier run in this folder finished
 
 
@@ -182,10 +182,9 @@ def load_worker(run: WorkerRun, device: str, journal: Journal) -> LoadedWorker:
 
 
 def take_task(worker: LoadedWorker, run: WorkerRun, item: tuple, journal: Journal, conn) -> None:
-    """One task the supervisor handed out, item = (task id, attempt, tasks not yet started): its deadline, the
-    `start` message and event, the solvers, then `end` (which also asks for the next task)."""
-    task_id, attempt, tasks_left = item
-    task_deadline = allot_task_deadline(run.deadline, run.n_workers, tasks_left, run.config.max_task_s)
+    """One task the supervisor handed out, item = (task id, attempt, its Deadline): the `start` message and event,
+    the solvers, then `end` (which also asks for the next task)."""
+    task_id, attempt, task_deadline = item
     # Tell the supervisor first: if we die from here on, it knows which task to settle and retry.
     conn.send(("start", task_id, task_deadline))
     journal.write("start", task_id, attempt=attempt, allotted_s=round(task_deadline.remaining(), 2), pid=os.getpid())
@@ -213,7 +212,7 @@ def worker_main(worker_id: int, gpu: str | None, run: WorkerRun, journal_dir: st
     journal.run_event("ready", load_s=worker.load_s, gpu=gpu, pid=os.getpid())
     conn.send(("ready", None, None))
     while True:
-        item = conn.recv()  # the supervisor's answer: (task id, attempt, tasks not yet started) or None
+        item = conn.recv()  # the supervisor's answer: (task id, attempt, its Deadline) or None
         if item is None or run.deadline.passed():  # past the deadline nothing new starts (journaled as skipped)
             break
         take_task(worker, run, item, journal, conn)

@@ -85,3 +85,11 @@ def test_run_rejects_an_unknown_config_key_by_name(tmp_path):
     cfg.write_text("engine: {kind: hf, modle: x}\n")
     r = run("run", "--config", str(cfg))
     assert r.returncode == 2 and "unknown config key(s) engine.modle" in r.stderr and str(cfg) in r.stderr
+
+
+def test_run_names_a_backend_it_does_not_know_and_an_address_without_ray(tmp_path):
+    r = run("run", "--out", str(tmp_path / "x"), "--set", "backend=slurm")
+    assert r.returncode == 2 and "backend 'slurm': use local (this machine) or ray (a Ray cluster)" in r.stderr
+    r = run("run", "--out", str(tmp_path / "x"), "--ray-address", "10.0.0.1:6379")
+    assert r.returncode == 2 and "ray_address '10.0.0.1:6379' is set but backend is 'local'" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from arc_submit.journal import collect, read_events, input_key
+from arc_submit.journal import Journal, collect, read_events, input_key
 from arc_submit.tasks import Example, Task
 
 TEST_INPUT = np.array([[5]], dtype=np.int8)
@@ -43,3 +44,18 @@ def test_a_retry_on_an_earlier_named_journal_wins(tmp_path):
 def test_each_journal_keeps_its_own_line_order_if_the_clock_stepped_back(tmp_path):
     write_journal(tmp_path, "worker-0", [candidates(5.0, [[1]]), candidates(4.0, [[2]])])
     assert [c.grid.tolist() for c in collect(tmp_path, TASKS)["a"].candidates[0]] == [[[2]]]
+
+
+def test_a_relayed_journal_hands_records_on_and_append_writes_them_as_they_are(tmp_path):
+    """What a Ray actor and its driver do: the actor's journal writes no file, the driver appends its records."""
+    records = []
+    relayed = Journal(None, "worker-3", relay=records.append)
+    relayed.write("start", "task-a", attempt=1)
+    relayed.run_event("ready", load_s=0.5)
+    assert [r["event"] for r in records] == ["start", "ready"] and records[0]["worker"] == "worker-3"
+    with Journal(tmp_path, "worker-3") as driver_side:
+        for record in records:
+            driver_side.append(record)
+    assert list(read_events(tmp_path)) == records  # time stamps and worker names kept
+    with pytest.raises(ValueError, match="exactly one"):
+        Journal(tmp_path, "worker-3", relay=records.append)

@@ -311,3 +311,17 @@ def test_votes_survive_a_scoring_phase_that_raises(tmp_path, arc1_train):
     assert result.statuses == {"error": 1}
     submission = json.loads(result.submission_path.read_text())
     assert submission[task.id][0]["attempt_1"] == swapped.tolist()
+
+
+def test_the_preflight_names_the_ray_extra_when_ray_cannot_be_imported(tmp_path, monkeypatch):
+    """What a machine without the [ray] extra is told: before anything runs, with the install line."""
+    import importlib.util
+
+    from arc_submit.preflight import PreflightError, preflight
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    with pytest.raises(PreflightError, match=r"backend ray: Ray cannot be imported; install the \[ray\] extra "
+                                             r"\(pip install -e '\.\[ray\]'\)"):
+        preflight(make_config(tmp_path, n_tasks=2, backend="ray"), strict=True)
+    assert preflight(make_config(tmp_path, n_tasks=2), strict=True) == []  # the local backend needs no Ray

@@ -237,3 +237,17 @@ def test_a_sweep_runs_on_the_cluster(tmp_path, cluster):
     for name in ("base", "flaky"):
         ready = [e for e in read_events(tmp_path / "sweep" / name / "journals") if e["event"] == "ready"]
         assert ready and all("node" in e for e in ready), f"{name}: not run by Ray actors"
+
+
+def test_an_actor_with_another_arc_submit_refuses_to_start(tmp_path, cluster, monkeypatch):
+    """The driver's source hash is made to differ from the nodes' copy: every actor refuses, naming its node and
+    the fix, and the run still writes its file (the fallback) after bounded restarts."""
+    from arc_submit import ray_workers
+
+    monkeypatch.setattr(ray_workers, "package_fingerprint", lambda: "0123456789abcdef")  # the driver's side only
+    result = run(double_config(tmp_path, cluster, {}, n_tasks=2, max_worker_restarts=0))
+    assert result.problems == [] and result.statuses == {"skipped": 2}
+    retired = [e for e in read_events(tmp_path / "run" / "journals") if e["event"] == "worker-retired"]
+    assert len(retired) == 2
+    assert "is not the driver's (source hash" in retired[0]["reason"]
+    assert "install the driver's version on every node" in retired[0]["reason"]

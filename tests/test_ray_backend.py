@@ -251,3 +251,26 @@ def test_an_actor_with_another_arc_submit_refuses_to_start(tmp_path, cluster, mo
     assert len(retired) == 2
     assert "is not the driver's (source hash" in retired[0]["reason"]
     assert "install the driver's version on every node" in retired[0]["reason"]
+
+
+@pytest.mark.gpu
+def test_the_vllm_engine_runs_in_a_ray_actor_under_l4_emulation(tmp_path):
+    """On the GPU machine (pytest -m gpu): a Ray instance started by the run, one actor on the GPU with its own L4
+    ballast, the vllm engine (its engine core in the actor's process) training and sampling two tasks."""
+    pytest.importorskip("vllm")
+    import subprocess as sp
+
+    total_mib = int(sp.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, check=True).stdout.split()[0])
+    config = RunConfig(challenges="arc-agi-2/evaluation", n_tasks=2, out_dir=str(tmp_path / "run"),
+                       time_limit_s=300, safety_margin_s=20, monitor_interval_s=1, emulate_gpu_gib=22.3,
+                       engine=EngineConfig("vllm", "tiny", {"max_model_len": 4096, "enforce_eager": True}),
+                       solver=SolverConfig("transduction", {"n_augmentations": 2, "ttt_steps": 4}), backend="ray")
+    result = run(config)
+    assert result.problems == [] and result.statuses == {"done": 2}, result.summary()
+    events = list(read_events(tmp_path / "run" / "journals"))
+    ready = [e for e in events if e["event"] == "ready"]
+    assert len(ready) == 1 and ready[0]["gpu"] is not None and "node" in ready[0]
+    assert [e["solver"] for e in events if e["event"] == "solver-done"] == ["transduction"] * 2
+    # The actor's ballast held all but an L4's memory while the engine ran beside it.
+    assert max(result.peak_gpu_mib.values()) > total_mib - 23 * 1024

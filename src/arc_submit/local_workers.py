@@ -38,7 +38,6 @@ class ProcessLink:
     def __init__(self, process: mp.Process, conn):
         self.process, self.conn = process, conn
         self.pid = process.pid
-        self.where = f"pid {process.pid}"
 
     @property
     def listening(self) -> bool:

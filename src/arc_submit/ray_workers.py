@@ -133,11 +133,16 @@ class RayWorker:
                             f"the driver's (source hash {code} against {driver_code}): install the driver's version "
                             f"on every node (the same checkout on a shared filesystem, or the same wheel)")
             return
-        try:
-            if gpu is not None and run.config.emulate_gpu_gib:
-                from .gpu_ballast import Ballast
+        if gpu is not None and run.config.emulate_gpu_gib:
+            from .gpu_ballast import Ballast
 
-                self.ballast = Ballast(gpu.split(","), run.config.emulate_gpu_gib)  # before the engine sees the GPU
+            try:  # L4 emulation: on the GPU Ray gave this actor, before the engine sees it
+                self.ballast = Ballast(gpu.split(","), run.config.emulate_gpu_gib)
+            except Exception as e:
+                self.failure = f"L4 emulation (emulate_gpu_gib {run.config.emulate_gpu_gib}) on GPU {gpu}: {e}"
+                self.journal.run_event("load-failed", error=self.failure)
+                return
+        try:
             self.worker = load_worker(run, "cuda" if gpu is not None else "cpu", self.journal)
         except Exception as e:  # load_worker journaled it
             self.failure = f"{type(e).__name__}: {e}"

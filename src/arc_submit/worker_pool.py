@@ -27,7 +27,6 @@ from .budget import Deadline, allot_task_deadline
 from .config import RunConfig
 from .journal import Journal
 from .resources import GIB, ResourceMonitor, tree_rss
-from .tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ class WorkerExit:
 class WorkerLink(Protocol):
     """One started worker as the supervisor sees it."""
     pid: int | None  # its process on this machine (the monitor and the RAM ceiling watch it); None elsewhere
-    where: str  # for the log: "pid 1234", "actor 5f2c on node 10.0.0.7"
 
     @property
     def listening(self) -> bool:

@@ -25,7 +25,8 @@ from .budget import Deadline, run_deadline
 from .config import RunConfig
 from .assembly import Assembly, PeriodicAssembly
 from .fileio import safe_file_name
-from .journal import Journal, TaskRecord, collect, finished_solvers, read_events, settled_task_ids
+from .journal import (JOURNAL_GLOB, Journal, JournalError, TaskRecord, collect, finished_solvers, read_events,
+                      settled_task_ids)
 from .resources import GIB, ResourceMonitor, gpu_memory_used_mib
 from .submission import ScoreReport, score, validate
 from .tasks import Task, load_solutions, load_tasks, skipped_task_entries
@@ -141,12 +142,18 @@ def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: De
     records = first.records if first is not None else collect(journal_dir, tasks)
     order = tasks_to_solve(tasks, records, [s.name for s in config.solvers])
 
+    # Every journal this run may write, and every one the folder holds, opens now: a folder in the place of one
+    # fails here, named, not in a worker (nor, on a resume with nothing left to solve, unnoticed).
+    held = [path.name[len("journal-"):-len(".jsonl")] for path in sorted(journal_dir.glob(JOURNAL_GLOB))]
+    _open_journals(journal_dir, ["icecuber", "supervisor", *held])
     gpus: list[str | None] = visible_gpus()  # this machine's
     launcher = _launcher(config, tasks, order, records, deadline, journal_dir, gpus) if order else None
-    # Every journal this run writes opens now, so a folder in the place of one fails here, named, not in a worker.
-    workers = [f"worker-{i}" for i in range(len(launcher.slots))] if launcher is not None else []
-    for name in ["icecuber", "supervisor"] + workers:
-        Journal(journal_dir, name).close()
+    if launcher is not None:
+        try:
+            _open_journals(journal_dir, [f"worker-{i}" for i in range(len(launcher.slots))])
+        except JournalError:
+            launcher.close()  # a Ray instance started for the run stops with it
+            raise
     # L4 emulation (tests and benchmarks on bigger cards): the ballast goes on before any worker sees the GPU. Ray
     # actors put their own on the GPU Ray gives them (ray_workers.py).
     ballast = _start_ballast(config, launcher.slots) if launcher is not None and config.backend == "local" else None
@@ -170,6 +177,11 @@ def _run(config: RunConfig, tasks: dict[str, Task], started: float, deadline: De
         raise RuntimeError(f"assembling {out_dir / 'submission.json'} failed at the end (see the log above); the "
                            f"file from the last successful assembly is in place")
     return _finish(config, tasks, final, started, monitor, out_dir, warnings, deadline)
+
+
+def _open_journals(journal_dir: Path, names: list[str]) -> None:
+    for name in dict.fromkeys(names):
+        Journal(journal_dir, name).close()
 
 
 def _start_ballast(config: RunConfig, worker_gpus: list):
